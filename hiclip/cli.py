@@ -1,0 +1,78 @@
+"""The ``hiclip`` command line.
+
+Each sub-command lives in its own module under ``hiclip/commands`` exposing
+``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when their
+command runs, so ``hiclip --help`` stays fast and one broken command cannot break the others.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hiclip.errors import HiCLIPError
+
+# (command path, module, help). A two-word path is a sub-command of the first word's group.
+COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
+    (("data", "shapes"), "hiclip.commands.data_shapes", "generate the synthetic shapes dataset"),
+    (("train",), "hiclip.commands.train", "train HiCLIP or its vanilla twin"),
+    (("eval",), "hiclip.commands.evaluate", "zero-shot classification and retrieval"),
+    (("induce",), "hiclip.commands.induce", "induce trees and segment hierarchies from a checkpoint"),
+    (("score", "trees"), "hiclip.commands.score_trees", "unlabeled bracket F1 against gold trees"),
+    (("score", "groups"), "hiclip.commands.score_groups", "image groups against segmentation masks"),
+    (("figures",), "hiclip.commands.figures", "paper figures from a checkpoint"),
+    (("app",), "hiclip.commands.app", "start the Streamlit app"),
+    (("demo",), "hiclip.commands.demo", "the main job: induce, score and report on the shipped models"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hiclip", description=__doc__.splitlines()[0])
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    top.required = True
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, module, help_text in COMMANDS:
+        if len(path) == 1:
+            sub = top.add_parser(path[0], help=help_text)
+        else:
+            if path[0] not in groups:
+                group = top.add_parser(path[0], help=f"{path[0]} commands")
+                groups[path[0]] = group.add_subparsers(dest=f"{path[0]}_command", metavar="COMMAND")
+                groups[path[0]].required = True
+            sub = groups[path[0]].add_parser(path[1], help=help_text)
+        sub.set_defaults(_module=module)
+        sub.set_defaults(_path=path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # Parse the command path first, then let the command's module add its own options.
+    known, _ = parser.parse_known_args(argv)
+    module = importlib.import_module(known._module)
+    parser = build_parser()
+    _attach(parser, known._path, module)
+    args = parser.parse_args(argv)
+    try:
+        return int(module.run(args) or 0)
+    except HiCLIPError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _attach(parser: argparse.ArgumentParser, path: tuple[str, ...], module) -> None:
+    """Find the sub-parser for ``path`` and let ``module`` add its arguments to it."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub = action.choices[path[0]]
+    if len(path) == 2:
+        action = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction))
+        sub = action.choices[path[1]]
+    module.add_arguments(sub)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
