@@ -1,0 +1,460 @@
+"""Hierarchy-aware attention: neighbour affinities, constituent priors, and the attention itself.
+
+Implements method.md sections 1-3 (and the attention-map affinities of section 5):
+
+* :func:`tree_prior` / :func:`group_prior` turn links between neighbours into the constituent
+  prior ``C`` of a chain (Tree-Transformer) or an ``H x W`` patch grid (Group Transformer),
+  with prefix sums of log-links: O(N^2), no loop over pairs, no O(N^3) matmul.
+* :class:`ChainAffinity` / :class:`GridAffinity` compute the per-layer links from token states.
+* :class:`HierarchicalAttention` is multi-head attention whose probabilities are multiplied by
+  ``C``; without a prior it *is* ``scaled_dot_product_attention``.
+* :func:`attention_links_chain` / :func:`attention_links_grid` read links out of the attention
+  maps of any (vanilla) transformer, so CLIP and HiCLIP can be compared on equal terms.
+
+Conventions: links are in ``(0, 1]``; a link of ``0`` marks a gap that does not exist (padding,
+special tokens). Priors are computed in float32 (float64 stays float64) whatever the input dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hiclip.config import COMBINE_RULES
+from hiclip.errors import HiCLIPError
+
+#: ``C_ii`` left by the reference Tree-Transformer code: ``sqrt(1e-9)`` (option ``keep_reference_self``).
+REFERENCE_SELF_VALUE = math.sqrt(1e-9)
+
+
+def _prior_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _segment_logs(prefix: Tensor) -> Tensor:
+    """Log-products of links between every pair of positions on a line.
+
+    ``prefix`` (..., n) holds ``P_j = sum_{k<j} log a_k``; returns ``S`` (..., n, n) with
+    ``S_ij = P_j - P_i`` for ``j >= i`` and ``P_i - P_j`` otherwise, i.e. the (non-positive)
+    log-product of the links between ``i`` and ``j``. ``torch.where`` (rather than ``-|.|``)
+    keeps the gradient right when links are exactly 1.
+    """
+    n = prefix.shape[-1]
+    diff = prefix.unsqueeze(-2) - prefix.unsqueeze(-1)
+    upper = torch.ones(n, n, dtype=torch.bool, device=prefix.device).triu()
+    return torch.where(upper, diff, -diff)
+
+
+def tree_prior(links: Tensor, eps: float = 1e-6) -> Tensor:
+    """Constituent prior of a chain (Tree-Transformer).
+
+    Parameters
+    ----------
+    links : Tensor, shape (..., n-1)
+        Link ``a_{k,k+1}`` between positions ``k`` and ``k+1``, in ``(0, 1]``.
+    eps : float
+        Links are clamped at ``eps`` before the log, so the prior and its gradients stay finite.
+
+    Returns
+    -------
+    C : Tensor, shape (..., n, n), float32 (float64 for float64 input)
+        ``C_ii = 1``; ``C_ij = C_ji = prod_{k=i}^{j-1} a_{k,k+1}`` for ``i < j``.
+    """
+    dtype = _prior_dtype(links)
+    logs = links.to(dtype).clamp_min(eps).log()
+    prefix = F.pad(logs.cumsum(-1), (1, 0))
+    return _segment_logs(prefix).exp()
+
+
+def group_prior(h_links: Tensor, v_links: Tensor, combine: str = "mean", eps: float = 1e-6) -> Tensor:
+    """Constituent prior of an ``H x W`` patch grid from the two one-turn paths (Group Transformer).
+
+    Parameters
+    ----------
+    h_links : Tensor, shape (..., H, W-1)
+        ``h[r, c]`` links patch ``(r, c)`` to ``(r, c+1)``, in ``(0, 1]``.
+    v_links : Tensor, shape (..., H-1, W)
+        ``v[r, c]`` links patch ``(r, c)`` to ``(r+1, c)``, in ``(0, 1]``.
+    combine : {"mean", "max", "min", "geometric"}
+        How the horizontal-then-vertical (HV) and vertical-then-horizontal (VH) path products
+        are combined.
+    eps : float
+        Links are clamped at ``eps`` before the log.
+
+    Returns
+    -------
+    C : Tensor, shape (..., H*W, H*W), float32 (float64 for float64 input)
+        Patches in row-major order; symmetric with unit diagonal.
+    """
+    if combine not in COMBINE_RULES:
+        raise HiCLIPError(f"combine: {combine!r} is not one of {list(COMBINE_RULES)}")
+    H, W = h_links.shape[-2], v_links.shape[-1]
+    if h_links.shape[-1] != W - 1 or v_links.shape[-2] != H - 1 or h_links.shape[:-2] != v_links.shape[:-2]:
+        raise HiCLIPError(
+            f"group_prior: h_links {tuple(h_links.shape)} and v_links {tuple(v_links.shape)} "
+            "do not describe one (..., H, W-1) / (..., H-1, W) grid"
+        )
+    dtype = _prior_dtype(h_links)
+    row_prefix = F.pad(h_links.to(dtype).clamp_min(eps).log().cumsum(-1), (1, 0))  # (..., H, W)
+    col_prefix = F.pad(v_links.to(dtype).clamp_min(eps).log().cumsum(-2), (0, 0, 1, 0))  # (..., H, W)
+    row = _segment_logs(row_prefix)  # [r, c1, c2]: along row r between columns c1 and c2
+    col = _segment_logs(col_prefix.transpose(-1, -2))  # [c, r1, r2]: along column c between rows
+    nb = row.dim() - 3
+    batch = list(range(nb))
+    # Result indices (r1, c1, r2, c2).
+    col_r1_r2_c = col.permute(*batch, nb + 1, nb + 2, nb)  # [r1, r2, c]
+    col_r1_c_r2 = col.permute(*batch, nb + 1, nb, nb + 2)  # [r1, c, r2]
+    row_c_r_c = row.permute(*batch, nb + 1, nb, nb + 2)  # [c1, r, c2]
+    hv = row.unsqueeze(-2) + col_r1_r2_c.unsqueeze(-3)  # row r1 (c1->c2), then column c2 (r1->r2)
+    vh = col_r1_c_r2.unsqueeze(-1) + row_c_r_c.unsqueeze(-4)  # column c1 (r1->r2), then row r2
+    if combine == "mean":
+        prior = 0.5 * (hv.exp() + vh.exp())
+    elif combine == "max":
+        prior = torch.maximum(hv, vh).exp()
+    elif combine == "min":
+        prior = torch.minimum(hv, vh).exp()
+    else:
+        prior = (0.5 * (hv + vh)).exp()
+    return prior.reshape(*prior.shape[:nb], H * W, H * W)
+
+
+def text_prior(
+    links: Tensor,
+    intra_word: Tensor,
+    special: Tensor,
+    valid: Tensor,
+    eps: float = 1e-6,
+    keep_reference_self: bool = False,
+) -> Tensor:
+    """The full ``(T, T)`` prior of a padded text batch.
+
+    Parameters
+    ----------
+    links : Tensor, shape (B, T-1)
+        Token links; only gaps between the last piece of one word and the first piece of the
+        next matter (others are overwritten or masked).
+    intra_word : Tensor, shape (B, T-1), bool
+        Gaps inside a word. Their link is set to 1: a word is never split (method.md 3).
+    special : Tensor, shape (B, T), bool
+        SOT/EOT positions; their rows and columns of ``C`` are 1.
+    valid : Tensor, shape (B, T), bool
+        Non-padding positions; padding rows and columns of ``C`` are 0.
+
+    Returns
+    -------
+    C : Tensor, shape (B, T, T), float32
+    """
+    prior = tree_prior(links.masked_fill(intra_word, 1.0), eps)
+    prior = prior.masked_fill(special.unsqueeze(-1) | special.unsqueeze(-2), 1.0)
+    if keep_reference_self:
+        words = valid & ~special
+        eye = torch.eye(prior.shape[-1], dtype=torch.bool, device=prior.device)
+        prior = prior.masked_fill(eye & words.unsqueeze(-1), REFERENCE_SELF_VALUE)
+    return prior.masked_fill(~(valid.unsqueeze(-1) & valid.unsqueeze(-2)), 0.0)
+
+
+def image_prior(
+    h_links: Tensor,
+    v_links: Tensor,
+    combine: str = "mean",
+    eps: float = 1e-6,
+    keep_reference_self: bool = False,
+) -> Tensor:
+    """The ``(1 + H*W)^2`` prior of a ViT sequence: CLS first (row and column of ones), then patches.
+
+    ``h_links`` (B, H, W-1) and ``v_links`` (B, H-1, W) as in :func:`group_prior`.
+    """
+    prior = group_prior(h_links, v_links, combine, eps)
+    if keep_reference_self:
+        prior = prior.diagonal_scatter(
+            torch.full(prior.shape[:-1], REFERENCE_SELF_VALUE, dtype=prior.dtype, device=prior.device),
+            dim1=-2,
+            dim2=-1,
+        )
+    return F.pad(prior, (1, 0, 1, 0), value=1.0)
+
+
+def _masked_softmax(scores: Tensor, valid: Tensor) -> Tensor:
+    """Softmax over the last dim restricted to ``valid`` entries; all-invalid rows give zeros."""
+    scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+    return scores.softmax(-1) * valid
+
+
+def symmetric_link(p_forward: Tensor, p_backward: Tensor, eps: float) -> Tensor:
+    """``sqrt(p_uv * p_vu + eps)``, capped at 1 so links stay in ``(0, 1]``."""
+    return (p_forward * p_backward + eps).sqrt().clamp(max=1.0)
+
+
+def accumulate_links(previous: Tensor | None, current: Tensor) -> Tensor:
+    """Hierarchical constraint ``a^l = a^{l-1} + (1 - a^{l-1}) a~^l`` with ``a^{-1} = 0``."""
+    if previous is None:
+        return current
+    return previous + (1.0 - previous) * current
+
+
+class ChainAffinity(nn.Module):
+    """Neighbour affinity over a chain of tokens (Tree-Transformer "group attention").
+
+    Own LayerNorm, single-head full-width ``q``/``k`` with bias, scores only between adjacent
+    tokens whose gap is valid, softmax over each token's valid neighbours (a token with one
+    valid neighbour puts ``p = 1`` on it), symmetric link, hierarchical constraint.
+
+    Parameters
+    ----------
+    width : int
+        Token state width ``d``.
+    scale : float or None
+        Score scale ``s``; ``None`` means ``1 / d``.
+    eps : float
+        Added inside the square root of the symmetric link.
+    """
+
+    def __init__(self, width: int, scale: float | None = None, eps: float = 1e-6, ln_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, eps=ln_eps)
+        self.qk = nn.Linear(width, 2 * width)
+        self.scale = 1.0 / width if scale is None else float(scale)
+        self.eps = eps
+
+    def forward(self, x: Tensor, gap_valid: Tensor, previous: Tensor | None = None) -> Tensor:
+        """Links of this layer.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, N, d)
+            Layer input states.
+        gap_valid : Tensor, shape (B, N-1), bool
+            Gaps ``(k, k+1)`` that may link (both tokens real words, different words).
+        previous : Tensor, shape (B, N-1), optional
+            Links of the layer below.
+
+        Returns
+        -------
+        links : Tensor, shape (B, N-1)
+            In ``(0, 1]`` on valid gaps, 0 elsewhere; never smaller than ``previous``.
+        """
+        q, k = self.qk(self.norm(x)).chunk(2, dim=-1)
+        forward_scores = (q[:, :-1] * k[:, 1:]).sum(-1) * self.scale  # token k -> k+1
+        backward_scores = (q[:, 1:] * k[:, :-1]).sum(-1) * self.scale  # token k+1 -> k
+        p_forward, p_backward = _chain_probabilities(forward_scores, backward_scores, gap_valid)
+        current = symmetric_link(p_forward, p_backward, self.eps) * gap_valid
+        return accumulate_links(previous, current)
+
+
+def _chain_probabilities(forward: Tensor, backward: Tensor, gap_valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-token softmax over (left, right) neighbours; returns ``p_{k->k+1}``, ``p_{k+1->k}`` per gap."""
+    pad = (1, 0), (0, 1)
+    left = F.pad(backward, pad[0])  # token u -> u-1 is the backward score of gap u-1
+    right = F.pad(forward, pad[1])  # token u -> u+1
+    valid_left = F.pad(gap_valid, pad[0])
+    valid_right = F.pad(gap_valid, pad[1])
+    probs = _masked_softmax(torch.stack((left, right), -1), torch.stack((valid_left, valid_right), -1))
+    return probs[:, :-1, 1], probs[:, 1:, 0]
+
+
+class GridAffinity(nn.Module):
+    """Neighbour affinity over a 4-connected ``H x W`` patch grid (Group Transformer).
+
+    Same as :class:`ChainAffinity` with ``nbr(u)`` = up, down, left, right patches.
+    """
+
+    def __init__(self, width: int, scale: float | None = None, eps: float = 1e-6, ln_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, eps=ln_eps)
+        self.qk = nn.Linear(width, 2 * width)
+        self.scale = 1.0 / width if scale is None else float(scale)
+        self.eps = eps
+
+    def forward(
+        self,
+        x: Tensor,
+        height: int,
+        width: int,
+        previous: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Links of this layer.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, H*W, d)
+            Patch states in row-major order (no CLS).
+        height, width : int
+            Grid size ``H``, ``W``.
+        previous : (Tensor, Tensor), optional
+            ``(h, v)`` links of the layer below.
+
+        Returns
+        -------
+        h : Tensor, shape (B, H, W-1)
+        v : Tensor, shape (B, H-1, W)
+            Links in ``(0, 1]``, never smaller than ``previous``.
+        """
+        B = x.shape[0]
+        q, k = self.qk(self.norm(x)).view(B, height, width, -1).chunk(2, dim=-1)
+        s = self.scale
+        right = (q[:, :, :-1] * k[:, :, 1:]).sum(-1) * s  # (r, c) -> (r, c+1)
+        left = (q[:, :, 1:] * k[:, :, :-1]).sum(-1) * s  # (r, c+1) -> (r, c)
+        down = (q[:, :-1] * k[:, 1:]).sum(-1) * s  # (r, c) -> (r+1, c)
+        up = (q[:, 1:] * k[:, :-1]).sum(-1) * s  # (r+1, c) -> (r, c)
+        scores = torch.stack(
+            (F.pad(right, (0, 1)), F.pad(left, (1, 0)), F.pad(down, (0, 0, 0, 1)), F.pad(up, (0, 0, 1, 0))), -1
+        )
+        probs = _masked_softmax(scores, _grid_neighbour_mask(height, width, x.device))
+        h = symmetric_link(probs[:, :, :-1, 0], probs[:, :, 1:, 1], self.eps)
+        v = symmetric_link(probs[:, :-1, :, 2], probs[:, 1:, :, 3], self.eps)
+        if previous is None:
+            return h, v
+        return accumulate_links(previous[0], h), accumulate_links(previous[1], v)
+
+
+def _grid_neighbour_mask(height: int, width: int, device: torch.device) -> Tensor:
+    """(H, W, 4) bool: which of (right, left, down, up) exists for each patch."""
+    rows = torch.arange(height, device=device).view(-1, 1).expand(height, width)
+    cols = torch.arange(width, device=device).view(1, -1).expand(height, width)
+    return torch.stack((cols < width - 1, cols > 0, rows < height - 1, rows > 0), -1)
+
+
+class HierarchicalAttention(nn.Module):
+    """Multi-head self-attention ``out = (softmax(Q K^T / sqrt(d_h) + mask) * C) V``.
+
+    Without a prior (and without ``need_weights``) it calls
+    :func:`torch.nn.functional.scaled_dot_product_attention`, so a vanilla model is as fast as
+    PyTorch's fused attention; with a prior it takes an explicit path. Parameters are laid out
+    as in :class:`torch.nn.MultiheadAttention` (``in_proj`` = stacked q, k, v; ``out_proj``).
+
+    Parameters
+    ----------
+    width : int
+        Model width.
+    heads : int
+        Number of heads (``width % heads == 0``).
+    renormalize : bool
+        Renormalise rows after multiplying by ``C`` (off in the reference code).
+    eps : float
+        Floor of the row sums when renormalising.
+    """
+
+    def __init__(self, width: int, heads: int, renormalize: bool = False, eps: float = 1e-6) -> None:
+        super().__init__()
+        if width % heads:
+            raise HiCLIPError(f"attention: width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.head_dim = width // heads
+        self.renormalize = renormalize
+        self.eps = eps
+        self.in_proj = nn.Linear(width, 3 * width)
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(
+        self,
+        x: Tensor,
+        key_valid: Tensor | None = None,
+        prior: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, N, width)
+        key_valid : Tensor, shape (B, N), bool, optional
+            False for padding keys (masked out of the softmax).
+        prior : Tensor, shape (B, N, N), optional
+            Constituent prior ``C`` (broadcast over heads).
+        need_weights : bool
+            Also return the head-averaged attention probabilities (after the prior).
+
+        Returns
+        -------
+        out : Tensor, shape (B, N, width)
+        weights : Tensor, shape (B, N, N), or None
+        """
+        B, N, width = x.shape
+        q, k, v = self.in_proj(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        mask = None if key_valid is None else key_valid[:, None, None, :]
+        weights = None
+        if prior is None and not need_weights:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim**-0.5)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            attn = scores.softmax(-1)
+            if prior is not None:
+                attn = attn * prior.unsqueeze(1).to(attn.dtype)
+                if self.renormalize:
+                    attn = attn / attn.sum(-1, keepdim=True).clamp_min(self.eps)
+            out = torch.matmul(attn, v)
+            if need_weights:
+                weights = attn.mean(1)
+        out = out.transpose(1, 2).reshape(B, N, width)
+        return self.out_proj(out), weights
+
+
+def _cumulative_links(per_layer: Tensor, layer_dim: int) -> Tensor:
+    """Closed form of the hierarchical constraint: ``a^l = 1 - prod_{m<=l} (1 - a~^m)``."""
+    return 1.0 - (1.0 - per_layer).cumprod(layer_dim)
+
+
+def attention_links_chain(attention: Tensor, gap_valid: Tensor, eps: float = 1e-6) -> Tensor:
+    """Links of a chain read from attention maps (method.md 5, last paragraph).
+
+    Per layer: the head-averaged attention between neighbours, renormalised over each token's
+    valid neighbourhood, made symmetric as ``sqrt(p_uv p_vu + eps)``; then accumulated over
+    layers with the hierarchical constraint.
+
+    Parameters
+    ----------
+    attention : Tensor, shape (B, L, N, N)
+        Head-averaged attention probabilities of each layer (rows = queries).
+    gap_valid : Tensor, shape (B, N-1), bool
+        Gaps that may link.
+
+    Returns
+    -------
+    links : Tensor, shape (B, L, N-1)
+        Non-decreasing over layers, in ``(0, 1]`` on valid gaps, 0 elsewhere.
+    """
+    valid = gap_valid.unsqueeze(1)
+    forward = attention.diagonal(offset=1, dim1=-2, dim2=-1) * valid  # A[k, k+1]
+    backward = attention.diagonal(offset=-1, dim1=-2, dim2=-1) * valid  # A[k+1, k]
+    total = F.pad(forward, (0, 1)) + F.pad(backward, (1, 0))  # per token, over its neighbours
+    tiny = torch.finfo(total.dtype).tiny
+    p_forward = forward / total[..., :-1].clamp_min(tiny)
+    p_backward = backward / total[..., 1:].clamp_min(tiny)
+    current = symmetric_link(p_forward, p_backward, eps) * valid
+    return _cumulative_links(current, -2)
+
+
+def attention_links_grid(attention: Tensor, height: int, width: int, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Links of a patch grid read from attention maps (as :func:`attention_links_chain`).
+
+    Parameters
+    ----------
+    attention : Tensor, shape (B, L, H*W, H*W)
+        Head-averaged attention among patches (CLS row/column removed), row-major patches.
+
+    Returns
+    -------
+    h : Tensor, shape (B, L, H, W-1)
+    v : Tensor, shape (B, L, H-1, W)
+    """
+    lead = attention.shape[:-2]
+
+    def horizontal(offset: int) -> Tensor:
+        diag = attention.diagonal(offset=offset, dim1=-2, dim2=-1)  # (..., HW-1)
+        return F.pad(diag, (0, 1)).view(*lead, height, width)[..., :, : width - 1]
+
+    right = horizontal(1)  # A[(r,c), (r,c+1)]
+    left = horizontal(-1)  # A[(r,c+1), (r,c)]
+    down = attention.diagonal(offset=width, dim1=-2, dim2=-1).reshape(*lead, height - 1, width)
+    up = attention.diagonal(offset=-width, dim1=-2, dim2=-1).reshape(*lead, height - 1, width)
+    total = (
+        F.pad(right, (0, 1)) + F.pad(left, (1, 0)) + F.pad(down, (0, 0, 0, 1)) + F.pad(up, (0, 0, 1, 0))
+    )
+    total = total.clamp_min(torch.finfo(total.dtype).tiny)
+    h = symmetric_link(right / total[..., :, :-1], left / total[..., :, 1:], eps)
+    v = symmetric_link(down / total[..., :-1, :], up / total[..., 1:, :], eps)
+    return _cumulative_links(h, -3), _cumulative_links(v, -3)

@@ -1,0 +1,513 @@
+"""HiCLIP towers and model (method.md 1-4).
+
+* :class:`TextTower`: token + positional embedding, pre-LN blocks with bidirectional attention and
+  a padding mask, final LN, pooled at EOT, projected; a Tree-Transformer when the hierarchy is on.
+* :class:`VisionTower`: a ViT (patch conv, CLS, positional embedding, LN, pre-LN blocks, CLS
+  pooling, LN, projection); a Group Transformer when the hierarchy is on.
+* :class:`HiCLIP`: both towers and the learnable temperature.
+
+The layout follows CLIP (and ``transformers.CLIPModel``) parameter for parameter, so a model with
+``hierarchy=False`` is a vanilla CLIP of the same size, plus the small BERT-style MLM head of the
+text tower (``text.mlm_head``). The affinity modules exist only when the hierarchy is on; they are
+created under a forked RNG, so a HiCLIP and its vanilla twin built from the same seed share every
+vanilla weight.
+
+Text sequences are ``SOT w_1 ... w_n EOT PAD ...``: SOT is position 0 and EOT the last valid
+position (``attention_mask.sum(1) - 1``), so no special ids are needed here. Word tokens are the
+positions in between (or, when ``word_ids`` are given, the positions with ``word_ids >= 0``).
+Subwords (method.md 3): a link exists only between the last piece of a word and the first piece
+of the next; gaps inside a word take no part in the affinity softmax and their link is 1 in the
+prior, so a word is never split.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from hiclip.attention import (
+    ChainAffinity,
+    GridAffinity,
+    HierarchicalAttention,
+    accumulate_links,
+    attention_links_chain,
+    attention_links_grid,
+    image_prior,
+    text_prior,
+)
+from hiclip.config import AffinityConfig, HiCLIPConfig, TextConfig, VisionConfig
+from hiclip.errors import HiCLIPError
+
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``, the activation of the original CLIP."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def _activation(name: str) -> nn.Module:
+    return QuickGELU() if name == "quick_gelu" else nn.GELU()
+
+
+class MLP(nn.Module):
+    """Two-layer feed-forward network ``fc2(act(fc1(x)))``."""
+
+    def __init__(self, width: int, hidden: int, activation: str) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.act = _activation(activation)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ResidualBlock(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, activation: str, ln_eps: float,
+                 affinity: AffinityConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width, eps=ln_eps)
+        self.attn = HierarchicalAttention(width, heads, renormalize=affinity.renormalize, eps=affinity.eps)
+        self.ln_2 = nn.LayerNorm(width, eps=ln_eps)
+        self.mlp = MLP(width, int(round(width * mlp_ratio)), activation)
+
+    def forward(self, x: Tensor, key_valid: Tensor | None = None, prior: Tensor | None = None,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        out, weights = self.attn(self.ln_1(x), key_valid, prior, need_weights)
+        x = x + out
+        x = x + self.mlp(self.ln_2(x))
+        return x, weights
+
+
+def _init_blocks(blocks: nn.ModuleList, width: int) -> None:
+    """CLIP's initialisation of the transformer blocks (biases zero)."""
+    attn_std = width**-0.5
+    proj_std = width**-0.5 * (2 * len(blocks)) ** -0.5
+    fc_std = (2 * width) ** -0.5
+    for block in blocks:
+        nn.init.normal_(block.attn.in_proj.weight, std=attn_std)
+        nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+        nn.init.normal_(block.mlp.fc1.weight, std=fc_std)
+        nn.init.normal_(block.mlp.fc2.weight, std=proj_std)
+        for bias in (block.attn.in_proj.bias, block.attn.out_proj.bias, block.mlp.fc1.bias, block.mlp.fc2.bias):
+            nn.init.zeros_(bias)
+
+
+def _prior_layer_set(prior_layers: list[int] | None, layers: int) -> frozenset[int]:
+    return frozenset(range(layers)) if prior_layers is None else frozenset(prior_layers)
+
+
+class TextTower(nn.Module):
+    """Text encoder: a bidirectional Transformer, a Tree-Transformer when ``hierarchy`` is on.
+
+    Parameters
+    ----------
+    config : TextConfig
+    embed_dim : int
+        Size of the joint embedding space.
+    hierarchy : bool
+        Create per-layer :class:`ChainAffinity` modules and multiply attention by the tree prior.
+    affinity : AffinityConfig
+    """
+
+    def __init__(self, config: TextConfig, embed_dim: int, hierarchy: bool, affinity: AffinityConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.hierarchy = hierarchy
+        self.affinity_config = affinity
+        self.grad_checkpointing = False
+        self._prior_layers = _prior_layer_set(config.prior_layers, config.layers)
+        width = config.width
+        self.token_embedding = nn.Embedding(config.vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(config.context_length, width))
+        self.blocks = nn.ModuleList(
+            ResidualBlock(width, config.heads, config.mlp_ratio, config.activation, config.ln_eps, affinity)
+            for _ in range(config.layers)
+        )
+        self.ln_final = nn.LayerNorm(width, eps=config.ln_eps)
+        self.text_projection = nn.Linear(width, embed_dim, bias=False)
+        if config.mlm_head:
+            self.mlm_transform = nn.Sequential(
+                nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width, eps=config.ln_eps)
+            )
+            self.mlm_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self._init_weights()
+        self.affinities: nn.ModuleList | None = None
+        if hierarchy:
+            with torch.random.fork_rng(devices=[]):
+                self.affinities = nn.ModuleList(
+                    ChainAffinity(width, affinity.scale, affinity.eps, config.ln_eps) for _ in range(config.layers)
+                )
+
+    def _init_weights(self) -> None:
+        width = self.config.width
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        _init_blocks(self.blocks, width)
+        nn.init.normal_(self.text_projection.weight, std=width**-0.5)
+        if self.config.mlm_head:
+            nn.init.normal_(self.mlm_transform[0].weight, std=0.02)
+            nn.init.zeros_(self.mlm_transform[0].bias)
+
+    def _masks(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None) -> dict[str, Tensor]:
+        """Validity, special-token, word-token and gap masks of a padded batch."""
+        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+            raise HiCLIPError(
+                f"text: input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
+                "must both be (batch, tokens)"
+            )
+        T = input_ids.shape[1]
+        if T > self.config.context_length:
+            raise HiCLIPError(
+                f"text: {T} tokens exceed the model's context length {self.config.context_length}; "
+                "tokenize with context_length=model.config.text.context_length"
+            )
+        if word_ids is not None and word_ids.shape != input_ids.shape:
+            raise HiCLIPError(f"text: word_ids {tuple(word_ids.shape)} does not match input_ids {tuple(input_ids.shape)}")
+        valid = attention_mask.bool()
+        positions = torch.arange(T, device=input_ids.device)
+        eot = valid.sum(1, keepdim=True) - 1
+        special = valid & ((positions == 0) | (positions == eot))
+        if word_ids is None:
+            words = valid & ~special
+            word_ids = torch.where(words, positions - 1, -1)
+        else:
+            word_ids = word_ids.masked_fill(~valid | special, -1)
+            words = word_ids >= 0
+        both = words[:, :-1] & words[:, 1:]
+        same_word = word_ids[:, :-1] == word_ids[:, 1:]
+        return {
+            "valid": valid,
+            "special": special,
+            "word_ids": word_ids,
+            "eot": eot.squeeze(1).clamp_min(0),
+            "boundary": both & ~same_word,
+            "intra_word": both & same_word,
+        }
+
+    def _layer(self, i: int, x: Tensor, links: Tensor | None, masks: dict[str, Tensor],
+               need_weights: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        prior = None
+        if self.affinities is not None:
+            links = self.affinities[i](x, masks["boundary"], links)
+            if i in self._prior_layers:
+                aff = self.affinity_config
+                prior = text_prior(links, masks["intra_word"], masks["special"], masks["valid"], aff.eps,
+                                   aff.keep_reference_self)
+        x, weights = self.blocks[i](x, masks["valid"], prior, need_weights)
+        return x, links, weights
+
+    def _run(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None,
+             need_weights: bool) -> tuple[Tensor, list[Tensor], list[Tensor], dict[str, Tensor]]:
+        masks = self._masks(input_ids, attention_mask, word_ids)
+        if not input_ids.is_cuda and input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                raise HiCLIPError(f"text: token id {high if high >= 0 else low} outside the vocabulary "
+                                  f"of {self.config.vocab_size}; was the model built for this tokenizer?")
+        T = input_ids.shape[1]
+        x = self.token_embedding(input_ids) + self.positional_embedding[:T]
+        links: Tensor | None = None
+        all_links: list[Tensor] = []
+        all_weights: list[Tensor] = []
+        for i in range(len(self.blocks)):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x, links, weights = checkpoint(self._layer, i, x, links, masks, need_weights, use_reentrant=False)
+            else:
+                x, links, weights = self._layer(i, x, links, masks, need_weights)
+            if links is not None:
+                all_links.append(links)
+            if weights is not None:
+                all_weights.append(weights)
+        return self.ln_final(x), all_links, all_weights, masks
+
+    def forward_tokens(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None = None) -> Tensor:
+        """Final token states.
+
+        Parameters
+        ----------
+        input_ids : Tensor, shape (B, T), long
+        attention_mask : Tensor, shape (B, T), bool
+        word_ids : Tensor, shape (B, T), long, optional
+            Word index of each token (-1 for SOT/EOT/PAD); needed only for subword tokenizers.
+
+        Returns
+        -------
+        states : Tensor, shape (B, T, width)
+            After the final LayerNorm.
+        """
+        return self._run(input_ids, attention_mask, word_ids, need_weights=False)[0]
+
+    def mlm_logits(self, states: Tensor) -> Tensor:
+        """Masked-language-model logits (B, T, vocab), decoder tied to the token embedding."""
+        if not self.config.mlm_head:
+            raise HiCLIPError("text: this model was built with mlm_head=false; no MLM logits")
+        return F.linear(self.mlm_transform(states), self.token_embedding.weight, self.mlm_bias)
+
+    def pool(self, states: Tensor, attention_mask: Tensor) -> Tensor:
+        """Projected features (B, embed_dim) taken at each sequence's EOT token."""
+        eot = (attention_mask.bool().sum(1) - 1).clamp_min(0)
+        return self.text_projection(states[torch.arange(states.shape[0], device=states.device), eot])
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None = None,
+                return_affinities: bool = False, return_attention: bool = False) -> Any:
+        """Features (B, embed_dim), optionally with word-level links and/or attention maps.
+
+        Returns ``features``, or a tuple ``(features, affinities?, attention?)`` with
+        ``affinities = {"links": (B, L, max_words-1), "n_words": (B,)}`` (links 0 past each
+        sentence's ``n_words - 1``) and ``attention`` (B, L, T, T) head-averaged.
+        """
+        need_weights = return_attention or (return_affinities and self.affinities is None)
+        states, links, weights, masks = self._run(input_ids, attention_mask, word_ids, need_weights)
+        features = self.pool(states, attention_mask)
+        if not (return_affinities or return_attention):
+            return features
+        result: list[Any] = [features]
+        if return_affinities:
+            if self.affinities is not None:
+                token_links = torch.stack(links, 1)
+            else:
+                token_links = attention_links_chain(torch.stack(weights, 1), masks["boundary"],
+                                                    self.affinity_config.eps)
+            result.append(word_level_links(token_links, masks["word_ids"]))
+        if return_attention:
+            result.append(torch.stack(weights, 1))
+        return tuple(result)
+
+
+def word_level_links(token_links: Tensor, word_ids: Tensor) -> dict[str, Tensor]:
+    """Word-level links from token links: the link between word ``k`` and ``k+1`` is the token
+    link between the last piece of ``k`` and the first piece of ``k+1`` (method.md 3).
+
+    Parameters
+    ----------
+    token_links : Tensor, shape (B, L, T-1)
+    word_ids : Tensor, shape (B, T), long
+        -1 for tokens outside words.
+
+    Returns
+    -------
+    dict
+        ``links`` (B, L, max_words-1), 0 past each sentence's ``n_words - 1``;
+        ``n_words`` (B,) long.
+    """
+    B, L, gaps = token_links.shape
+    T = gaps + 1
+    n_words = (word_ids.max(1).values + 1).clamp_min(0)
+    max_words = int(n_words.max()) if B else 0
+    if max_words < 2:
+        return {"links": token_links.new_zeros(B, L, max(max_words - 1, 0)), "n_words": n_words}
+    positions = torch.arange(T, device=word_ids.device).expand(B, T)
+    bucket = torch.where(word_ids >= 0, word_ids, max_words)
+    first = torch.full((B, max_words + 1), T, dtype=torch.long, device=word_ids.device)
+    first = first.scatter_reduce(1, bucket, positions, reduce="amin")
+    gap = (first[:, 1:max_words] - 1).clamp(0, T - 2)  # gap before the first piece of word k+1
+    exists = torch.arange(max_words - 1, device=word_ids.device) < (n_words.unsqueeze(1) - 1)
+    links = token_links.gather(2, gap.unsqueeze(1).expand(B, L, max_words - 1)) * exists.unsqueeze(1)
+    return {"links": links, "n_words": n_words}
+
+
+class VisionTower(nn.Module):
+    """Image encoder: a ViT, a Group Transformer when ``hierarchy`` is on.
+
+    Parameters
+    ----------
+    config : VisionConfig
+    embed_dim : int
+    hierarchy : bool
+        Create per-layer :class:`GridAffinity` modules and multiply attention by the group prior.
+    affinity : AffinityConfig
+    """
+
+    def __init__(self, config: VisionConfig, embed_dim: int, hierarchy: bool, affinity: AffinityConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.hierarchy = hierarchy
+        self.affinity_config = affinity
+        self.grad_checkpointing = False
+        self._prior_layers = _prior_layer_set(config.prior_layers, config.layers)
+        width, grid = config.width, config.grid
+        self.conv1 = nn.Conv2d(3, width, kernel_size=config.patch_size, stride=config.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(torch.empty(width))
+        self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, width))
+        self.ln_pre = nn.LayerNorm(width, eps=config.ln_eps)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(width, config.heads, config.mlp_ratio, config.activation, config.ln_eps, affinity)
+            for _ in range(config.layers)
+        )
+        self.ln_post = nn.LayerNorm(width, eps=config.ln_eps)
+        self.proj = nn.Linear(width, embed_dim, bias=False)
+        self._init_weights()
+        self.affinities: nn.ModuleList | None = None
+        if hierarchy:
+            with torch.random.fork_rng(devices=[]):
+                self.affinities = nn.ModuleList(
+                    GridAffinity(width, affinity.scale, affinity.eps, config.ln_eps) for _ in range(config.layers)
+                )
+
+    def _init_weights(self) -> None:
+        width = self.config.width
+        nn.init.normal_(self.class_embedding, std=width**-0.5)
+        nn.init.normal_(self.positional_embedding, std=width**-0.5)
+        _init_blocks(self.blocks, width)
+        nn.init.normal_(self.proj.weight, std=width**-0.5)
+
+    def _layer(self, i: int, x: Tensor, links: tuple[Tensor, Tensor] | None,
+               need_weights: bool) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
+        prior = None
+        if self.affinities is not None:
+            grid = self.config.grid
+            links = self.affinities[i](x[:, 1:], grid, grid, links)
+            if i in self._prior_layers:
+                aff = self.affinity_config
+                prior = image_prior(links[0], links[1], aff.combine, aff.eps, aff.keep_reference_self)
+        x, weights = self.blocks[i](x, None, prior, need_weights)
+        return x, links, weights
+
+    def _run(self, images: Tensor, need_weights: bool) -> tuple[Tensor, list[tuple[Tensor, Tensor]], list[Tensor]]:
+        size = self.config.image_size
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != size or images.shape[3] != size:
+            raise HiCLIPError(f"vision: images must be (batch, 3, {size}, {size}), got {tuple(images.shape)}")
+        x = self.conv1(images).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = self.ln_pre(torch.cat((cls, x), 1) + self.positional_embedding.to(x.dtype))
+        links: tuple[Tensor, Tensor] | None = None
+        all_links: list[tuple[Tensor, Tensor]] = []
+        all_weights: list[Tensor] = []
+        for i in range(len(self.blocks)):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x, links, weights = checkpoint(self._layer, i, x, links, need_weights, use_reentrant=False)
+            else:
+                x, links, weights = self._layer(i, x, links, need_weights)
+            if links is not None:
+                all_links.append(links)
+            if weights is not None:
+                all_weights.append(weights)
+        return x, all_links, all_weights
+
+    def forward(self, images: Tensor, return_affinities: bool = False, return_attention: bool = False) -> Any:
+        """Features (B, embed_dim), optionally with links and/or attention maps.
+
+        Returns ``features`` or a tuple ``(features, affinities?, attention?)`` with
+        ``affinities = {"h": (B, L, H, W-1), "v": (B, L, H-1, W)}`` and ``attention``
+        (B, L, 1+H*W, 1+H*W) head-averaged (CLS first).
+        """
+        need_weights = return_attention or (return_affinities and self.affinities is None)
+        x, links, weights = self._run(images, need_weights)
+        features = self.proj(self.ln_post(x[:, 0]))
+        if not (return_affinities or return_attention):
+            return features
+        result: list[Any] = [features]
+        if return_affinities:
+            grid = self.config.grid
+            if self.affinities is not None:
+                h = torch.stack([pair[0] for pair in links], 1)
+                v = torch.stack([pair[1] for pair in links], 1)
+            else:
+                patches = torch.stack(weights, 1)[..., 1:, 1:]
+                h, v = attention_links_grid(patches, grid, grid, self.affinity_config.eps)
+            result.append({"h": h, "v": v})
+        if return_attention:
+            result.append(torch.stack(weights, 1))
+        return tuple(result)
+
+
+class HiCLIP(nn.Module):
+    """CLIP with hierarchy-aware attention in both towers (or a vanilla CLIP with ``hierarchy=False``).
+
+    Parameters
+    ----------
+    config : HiCLIPConfig
+        ``config.vision`` may be ``None`` for a text-only model.
+    """
+
+    def __init__(self, config: HiCLIPConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.text = TextTower(config.text, config.embed_dim, config.hierarchy, config.affinity)
+        self.vision = (
+            VisionTower(config.vision, config.embed_dim, config.hierarchy, config.affinity)
+            if config.vision is not None
+            else None
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+
+    @property
+    def hierarchy(self) -> bool:
+        """Whether the hierarchy-aware attention is on."""
+        return self.config.hierarchy
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each layer in the backward pass instead of storing its activations."""
+        self.text.grad_checkpointing = enable
+        if self.vision is not None:
+            self.vision.grad_checkpointing = enable
+
+    def _require_vision(self) -> VisionTower:
+        if self.vision is None:
+            raise HiCLIPError(f"model {self.config.name!r} is text-only (config.vision is null); it cannot encode images")
+        return self.vision
+
+    def encode_image(self, images: Tensor, normalize: bool = False, return_affinities: bool = False,
+                     return_attention: bool = False) -> Any:
+        """Image features (B, embed_dim).
+
+        Parameters
+        ----------
+        images : Tensor, shape (B, 3, S, S), float
+            Normalised by ``hiclip.data.transforms``.
+        normalize : bool
+            L2-normalise the features.
+        return_affinities : bool
+            Also return ``{"h": (B, L, H, W-1), "v": (B, L, H-1, W)}`` links in ``(0, 1]``,
+            non-decreasing over layers (from attention maps when the hierarchy is off).
+        return_attention : bool
+            Also return head-averaged attention maps (B, L, 1+H*W, 1+H*W).
+        """
+        out = self._require_vision()(images, return_affinities, return_attention)
+        return _normalized(out, normalize)
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = False,
+                    word_ids: Tensor | None = None, return_affinities: bool = False,
+                    return_attention: bool = False) -> Any:
+        """Text features (B, embed_dim), pooled at EOT.
+
+        With ``return_affinities`` also returns ``{"links": (B, L, max_words-1), "n_words": (B,)}``
+        word-level links (0 past each sentence's ``n_words - 1``). ``word_ids`` (B, T) are needed
+        for subword tokenizers; without them every token between SOT and EOT is one word.
+        """
+        out = self.text(input_ids, attention_mask, word_ids, return_affinities, return_attention)
+        return _normalized(out, normalize)
+
+    def forward(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor,
+                word_ids: Tensor | None = None) -> dict[str, Tensor]:
+        """CLIP forward pass.
+
+        Returns
+        -------
+        dict
+            ``image_features`` (B, E) and ``text_features`` (B, E), L2-normalised, and
+            ``logit_scale`` (scalar, exponentiated, clamped at ``max_logit_scale``).
+            ``image_features`` is absent when ``images`` is None (text-only use).
+        """
+        out = {
+            "text_features": self.encode_text(input_ids, attention_mask, normalize=True, word_ids=word_ids),
+            "logit_scale": self.logit_scale.exp().clamp(max=self.config.max_logit_scale),
+        }
+        if images is not None:
+            out["image_features"] = self.encode_image(images, normalize=True)
+        return out
+
+
+def _normalized(out: Any, normalize: bool) -> Any:
+    if not normalize:
+        return out
+    if isinstance(out, tuple):
+        return (F.normalize(out[0], dim=-1),) + out[1:]
+    return F.normalize(out, dim=-1)
