@@ -124,11 +124,13 @@ def slic_segments(
 
     rgb = _as_float_rgb(image)
     k = int(max(1, min(n_segments, rgb.shape[0] * rgb.shape[1])))
+    area = rgb.shape[0] * rgb.shape[1]
     best, best_err = None, None
     tried: set[int] = set()
+    low, high = 1, area  # requests known to give too few / too many segments
     request = float(k)
     for _ in range(max_tries):
-        asked = max(1, int(round(request)))
+        asked = int(np.clip(round(request), low, high))
         if asked in tried:
             break
         tried.add(asked)
@@ -139,7 +141,16 @@ def slic_segments(
             best, best_err = labels, abs(got - k)
         if got == k:
             break
-        request = request * k / got
+        if got < k:
+            low = max(low, asked + 1)
+        else:
+            high = min(high, asked - 1)
+        if low > high:
+            break
+        # proportional step, damped to at most x4, kept inside the bracket
+        request = asked * float(np.clip(k / max(got, 1), 0.25, 4.0))
+        if not low <= request <= high:
+            request = math.sqrt(low * high)
     assert best is not None
     return relabel_raster(best)
 
