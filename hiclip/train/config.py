@@ -57,8 +57,6 @@ class LossConfig:
     simsiam_hidden: int = 256
     simsiam_dim: int = 128
     simsiam_predictor_hidden: int = 64
-    # Temperature: logit scale initialised at 1/0.07 by the model, clamped at this maximum.
-    max_logit_scale: float = 100.0
 
 
 @dataclass
