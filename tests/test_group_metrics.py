@@ -151,3 +151,206 @@ def test_mismatched_or_bad_inputs_are_user_errors():
         score_segmentation(np.zeros((2, 2), dtype=int), np.zeros((2, 3), dtype=int))
     with pytest.raises(HiCLIPError, match="integer"):
         score_segmentation(np.zeros((2, 2)), np.zeros((2, 2), dtype=int))
+
+
+# ---------------------------------------------------------------------------------------------
+# `hiclip score groups` end to end, on a dataset and predictions written here
+# ---------------------------------------------------------------------------------------------
+import argparse  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from PIL import Image  # noqa: E402
+
+from hiclip import cli  # noqa: E402
+from hiclip.commands import score_groups  # noqa: E402
+from induction.image_groups import save_label_map_png  # noqa: E402
+
+PATCH = 8  # pixels per patch side; images are 4 x 4 patches = 32 x 32 pixels
+# patch-level gt: object 1 top-left 2x2 patches, object 2 top-right, background the lower half
+OBJECT = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [0, 0, 0, 0], [0, 0, 0, 0]])
+PART = np.array([[1, 1, 3, 3], [2, 2, 3, 3], [0, 0, 0, 0], [0, 0, 0, 0]])  # object 1 in 2 parts
+GROUP = (OBJECT > 0).astype(int)                                            # both objects, 1 group
+
+
+def patch_links(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    h = np.where(labels[:, 1:] == labels[:, :-1], 0.9, 0.1)
+    v = np.where(labels[1:, :] == labels[:-1, :], 0.9, 0.1)
+    return h, v
+
+
+def layered_links() -> tuple[np.ndarray, np.ndarray]:
+    """3 layers: part-level groups, object-level groups, one group (links never weaken)."""
+    per_layer = [patch_links(PART), patch_links(OBJECT), patch_links(np.zeros((4, 4), int))]
+    h = np.maximum.accumulate(np.stack([p[0] for p in per_layer]), axis=0)
+    v = np.maximum.accumulate(np.stack([p[1] for p in per_layer]), axis=0)
+    return h, v
+
+
+def pixels(patch_map: np.ndarray) -> np.ndarray:
+    return np.kron(patch_map, np.ones((PATCH, PATCH), dtype=int))
+
+
+def write_dataset(root: Path, n: int = 3) -> list[str]:
+    """A manifest dataset per DESIGN.md with part/object/group masks; returns the ids."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    colours = np.array([[20, 20, 20], [220, 40, 40], [40, 200, 60], [40, 60, 220]], dtype=np.uint8)
+    ids = []
+    with (root / "manifest.jsonl").open("w") as handle:
+        for i in range(n):
+            sid = f"toy-{i:03d}"
+            ids.append(sid)
+            Image.fromarray(colours[pixels(PART)]).save(root / "images" / f"{i}.png")
+            masks = {}
+            for level, patch_map in (("part", PART), ("object", OBJECT), ("group", GROUP)):
+                rel = f"masks/{i}_{level}.png"
+                Image.fromarray(pixels(patch_map).astype(np.uint8)).save(root / rel)
+                masks[level] = rel
+            record = {"id": sid, "split": "test", "image": f"images/{i}.png", "width": 32,
+                      "height": 32, "captions": ["two things"], "masks": masks}
+            handle.write(json.dumps(record) + "\n")
+    return ids
+
+
+def write_predictions(path: Path, ids: list[str], **override) -> None:
+    h, v = layered_links()
+    from induction.image_groups import layer_groups
+
+    groups = layer_groups(h, v, 0.5).reshape(3, -1)
+    with path.open("w") as handle:
+        for sid in ids:
+            image = {"grid": [4, 4], "h_links": h.tolist(), "v_links": v.tolist(),
+                     "groups": groups.tolist()}
+            image.update(override)
+            image = {k: val for k, val in image.items() if val is not None}
+            handle.write(json.dumps({"id": sid, "split": "test", "text": [], "image": image,
+                                     "model": {"checkpoint": "toy"}}) + "\n")
+
+
+def args_for(pred: Path, data: Path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    score_groups.add_arguments(parser)
+    return parser.parse_args(["--pred", str(pred), "--data", str(data), *extra])
+
+
+@pytest.fixture
+def toy(tmp_path):
+    data = tmp_path / "data"
+    ids = write_dataset(data)
+    pred = tmp_path / "pred.jsonl"
+    write_predictions(pred, ids)
+    return pred, data, ids
+
+
+def rows_of(result, **where):
+    return [r for r in result["rows"] if all(r[k] == v for k, v in where.items())]
+
+
+def test_command_finds_the_planted_levels(toy):
+    pred, data, _ = toy
+    result = score_groups.score(args_for(pred, data, "--split", "test", "--baselines", "grid"))
+    # group gt (both objects as one): every level's best IoU is 1/2, a tie -> the lowest level
+    assert result["best_level"] == {"group": 0, "object": 1, "part": 0}
+    best_object = rows_of(result, gt_level="object", method="model", level="best")[0]
+    assert best_object["layer"] == 1 and best_object["n_images"] == 3
+    assert (best_object["miou"], best_object["ari"], best_object["fg_ari"]) == (1.0, 1.0, 1.0)
+    assert best_object["n_segments"] == 3 and best_object["n_gt_segments"] == 2
+    best_part = rows_of(result, gt_level="part", method="model", level="best")[0]
+    assert best_part["layer"] == 0 and best_part["miou"] == 1.0 and best_part["n_segments"] == 4
+    # baselines matched to the model's per-image number of segments at the best level
+    grid_object = rows_of(result, gt_level="object", method="grid", level="best")[0]
+    assert grid_object["layer"] == 1 and grid_object["n_segments"] == 3
+    assert grid_object["miou"] < 1.0
+    # only best rows without --level all, and NaN-free JSON
+    assert {r["level"] for r in result["rows"]} == {"best"}
+    json.dumps(result, allow_nan=False)
+
+
+def test_command_all_levels_and_every_baseline_and_snapping(toy):
+    pred, data, _ = toy
+    result = score_groups.score(args_for(pred, data, "--level", "all", "--gt-level", "object",
+                                         "--snap-superpixels", "--superpixels", "30"))
+    assert set(result["gt_levels"]) == {"object"}
+    assert result["methods"] == ["model", "model+superpixels", "grid", "slic", "felzenszwalb", "rag"]
+    for method in result["methods"]:
+        assert [r["level"] for r in rows_of(result, method=method)] == [0, 1, 2, "best"]
+    top = rows_of(result, method="model", level=2)[0]
+    assert top["n_segments"] == 1 and top["ari"] == 0.0 and top["asa"] == pytest.approx(0.5)
+    # the image's colour edges follow the patch grid, so snapping keeps the object level exact
+    snapped = rows_of(result, method="model+superpixels", level=1)[0]
+    assert snapped["miou"] == pytest.approx(1.0)
+
+
+def test_command_table_and_json_via_cli(toy, capsys):
+    pred, data, _ = toy
+    assert cli.main(["score", "groups", "--pred", str(pred), "--data", str(data),
+                     "--baselines", "none"]) == 0
+    table = capsys.readouterr().out
+    assert "ground truth: object masks (3 images), best model level 1" in table
+    assert "FG-ARI" in table and "best=1" in table and "USE" in table
+    assert cli.main(["score", "groups", "--pred", str(pred), "--data", str(data),
+                     "--baselines", "", "--json"]) == 0
+    parsed = json.loads(capsys.readouterr().out)
+    assert parsed["methods"] == ["model"] and parsed["n_levels"] == 3
+
+
+def test_command_reads_label_map_pngs_and_recomputes_from_links(tmp_path, toy):
+    pred, data, ids = toy
+    h, v = layered_links()
+    from induction.image_groups import layer_groups
+
+    groups = layer_groups(h, v, 0.5)
+    # pixel-level maps for layer 0 and 1, a patch-level map for layer 2
+    save_label_map_png(pixels(groups[0]), tmp_path / "labels" / "l0.png")
+    save_label_map_png(pixels(groups[1]), tmp_path / "labels" / "l1.png")
+    save_label_map_png(groups[2], tmp_path / "labels" / "l2.png")
+    maps = {"0": "labels/l0.png", "1": "labels/l1.png", "2": "labels/l2.png"}
+    from_png = tmp_path / "png.jsonl"
+    write_predictions(from_png, ids, groups=None, label_maps=maps)
+    a = score_groups.score(args_for(pred, data, "--baselines", "none", "--level", "all"))
+    b = score_groups.score(args_for(from_png, data, "--baselines", "none", "--level", "all"))
+    assert a["rows"] == b["rows"]
+    # --tau regroups the stored links: 0.95 joins nothing -> 16 segments at every level
+    c = score_groups.score(args_for(pred, data, "--baselines", "none", "--tau", "0.95"))
+    assert rows_of(c, gt_level="object")[0]["n_segments"] == 16
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda lines: lines[:1] + [lines[1].replace('"toy-001"', '"nope"')],
+         r"pred.jsonl:2: id 'nope' is not in"),
+        (lambda lines: lines + [lines[0]], r"pred.jsonl:4: id 'toy-000' repeats line 1"),
+        (lambda lines: lines[:2] + ["{not json"], r"pred.jsonl:3: invalid JSON"),
+        (lambda lines: [lines[0].replace('"grid": [4, 4]', '"grid": [4, 5]')] + lines[1:],
+         r"pred.jsonl:1: image.groups has shape \(3, 16\); expected \(L, 20\)"),
+        (lambda lines: [lines[0].replace('"image": {', '"image": null, "x": {')] + lines[1:],
+         r"pred.jsonl:1: record 'toy-000' has no image predictions"),
+    ],
+)
+def test_command_mismatches_name_the_jsonl_line(toy, mutate, message):
+    pred, data, _ = toy
+    lines = pred.read_text().splitlines()
+    pred.write_text("\n".join(mutate(lines)) + "\n")
+    with pytest.raises(HiCLIPError, match=message):
+        score_groups.score(args_for(pred, data, "--baselines", "none"))
+
+
+def test_command_size_and_option_errors(tmp_path, toy, capsys):
+    pred, data, ids = toy
+    save_label_map_png(np.zeros((10, 10), dtype=int), tmp_path / "labels" / "odd.png")
+    bad = tmp_path / "bad.jsonl"
+    write_predictions(bad, ids, groups=None, label_maps={"0": "labels/odd.png"})
+    with pytest.raises(HiCLIPError, match=r"bad.jsonl:1: label map of level 0 is 10x10 .* 32x32"):
+        score_groups.score(args_for(bad, data, "--baselines", "none"))
+    with pytest.raises(HiCLIPError, match="no masks of level"):
+        score_groups.score(args_for(pred, data, "--gt-level", "instance"))
+    with pytest.raises(HiCLIPError, match="unknown baseline"):
+        score_groups.score(args_for(pred, data, "--baselines", "grid,watershed"))
+    with pytest.raises(HiCLIPError, match="no prediction records in split 'train'"):
+        score_groups.score(args_for(pred, data, "--split", "train"))
+    # through the CLI: one line on stderr, exit status 2, no traceback
+    assert cli.main(["score", "groups", "--pred", str(bad), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
