@@ -73,3 +73,33 @@ def create_model(name: str, hierarchy: bool = True, vocab_size: int | None = Non
         ``model.config`` holds the resolved :class:`HiCLIPConfig`.
     """
     return HiCLIP(get_model_config(name, hierarchy, vocab_size, **overrides))
+
+
+def transformers_clip_config(config: HiCLIPConfig) -> Any:
+    """A ``transformers.CLIPConfig`` of the same size as ``config`` (for parity checks and benchmarks).
+
+    The vanilla model (``hierarchy=False``) has the layout of ``transformers.CLIPModel`` parameter
+    for parameter, except the text tower's MLM head; its text tower attends bidirectionally.
+    """
+    from transformers import CLIPConfig
+
+    if config.vision is None:
+        raise HiCLIPError("transformers_clip_config: a text-only model has no CLIP equivalent")
+    text, vision = config.text, config.vision
+    return CLIPConfig(
+        text_config={
+            "vocab_size": text.vocab_size, "hidden_size": text.width,
+            "intermediate_size": int(round(text.width * text.mlp_ratio)), "num_hidden_layers": text.layers,
+            "num_attention_heads": text.heads, "max_position_embeddings": text.context_length,
+            "hidden_act": text.activation, "layer_norm_eps": text.ln_eps,
+            "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "projection_dim": config.embed_dim,
+        },
+        vision_config={
+            "hidden_size": vision.width, "intermediate_size": int(round(vision.width * vision.mlp_ratio)),
+            "num_hidden_layers": vision.layers, "num_attention_heads": vision.heads,
+            "image_size": vision.image_size, "patch_size": vision.patch_size, "hidden_act": vision.activation,
+            "layer_norm_eps": vision.ln_eps, "projection_dim": config.embed_dim,
+        },
+        projection_dim=config.embed_dim,
+        logit_scale_init_value=config.init_logit_scale,
+    )

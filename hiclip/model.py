@@ -155,8 +155,16 @@ class TextTower(nn.Module):
             nn.init.normal_(self.mlm_transform[0].weight, std=0.02)
             nn.init.zeros_(self.mlm_transform[0].bias)
 
-    def _masks(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None) -> dict[str, Tensor]:
-        """Validity, special-token, word-token and gap masks of a padded batch."""
+    def token_masks(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None = None) -> dict[str, Tensor]:
+        """Masks of a padded batch ``SOT w... EOT PAD...``.
+
+        Returns
+        -------
+        dict of Tensor
+            ``valid`` (B, T) non-padding; ``special`` (B, T) SOT/EOT; ``word_ids`` (B, T), -1
+            outside words; ``eot`` (B,) EOT position; ``boundary`` (B, T-1) gaps between two
+            different words (the only gaps that link); ``intra_word`` (B, T-1) gaps inside a word.
+        """
         if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
             raise HiCLIPError(
                 f"text: input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
@@ -205,7 +213,7 @@ class TextTower(nn.Module):
 
     def _run(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None,
              need_weights: bool) -> tuple[Tensor, list[Tensor], list[Tensor], dict[str, Tensor]]:
-        masks = self._masks(input_ids, attention_mask, word_ids)
+        masks = self.token_masks(input_ids, attention_mask, word_ids)
         if not input_ids.is_cuda and input_ids.numel():
             low, high = int(input_ids.min()), int(input_ids.max())
             if low < 0 or high >= self.config.vocab_size:
