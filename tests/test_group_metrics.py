@@ -311,6 +311,16 @@ def test_command_reads_label_map_pngs_and_recomputes_from_links(tmp_path, toy):
     a = score_groups.score(args_for(pred, data, "--baselines", "none", "--level", "all"))
     b = score_groups.score(args_for(from_png, data, "--baselines", "none", "--level", "all"))
     assert a["rows"] == b["rows"]
+    # levels keep their layer numbers when only some layers were saved
+    upper = tmp_path / "upper.jsonl"
+    write_predictions(upper, ids, groups=None, label_maps={"1": maps["1"], "2": maps["2"]})
+    u = score_groups.score(args_for(upper, data, "--baselines", "none", "--gt-level", "object"))
+    assert u["layers"] == [1, 2] and u["best_level"] == {"object": 1}
+    lines = upper.read_text().splitlines()
+    lines[2] = lines[2].replace('"1": "labels/l1.png", ', "")
+    upper.write_text("\n".join(lines) + "\n")
+    with pytest.raises(HiCLIPError, match=r"upper.jsonl:3: predicted layers \[2\]; line 1 has \[1, 2\]"):
+        score_groups.score(args_for(upper, data, "--baselines", "none"))
     # --tau regroups the stored links: 0.95 joins nothing -> 16 segments at every level
     c = score_groups.score(args_for(pred, data, "--baselines", "none", "--tau", "0.95"))
     assert rows_of(c, gt_level="object")[0]["n_segments"] == 16

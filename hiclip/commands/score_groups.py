@@ -84,12 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class PredictedGroups:
-    """One record's predicted levels; ``levels[l]`` is a patch grid or a pixel map."""
+    """One record's predicted levels: ``levels[i]`` (a patch grid when ``patch_level[i]``, else a
+    pixel map) holds the groups of model layer ``layers[i]`` (0 = lowest)."""
 
     id: str
     line: int
     levels: list[np.ndarray]
     patch_level: list[bool]
+    layers: list[int]
 
 
 def _array(value: Any, what: str, path: Path, line: int, dtype: type) -> np.ndarray:
@@ -109,7 +111,8 @@ def _grid(image: dict[str, Any], path: Path, line: int) -> tuple[int, int]:
 
 
 def _levels_from_record(image: dict[str, Any], path: Path, line: int,
-                        tau: float | None, quantile: bool) -> tuple[list[np.ndarray], list[bool]]:
+                        tau: float | None, quantile: bool
+                        ) -> tuple[list[np.ndarray], list[bool], list[int]]:
     if tau is not None:
         if "h_links" not in image or "v_links" not in image:
             raise located(path, line, "--tau needs image.h_links and image.v_links in every record")
@@ -124,7 +127,7 @@ def _levels_from_record(image: dict[str, Any], path: Path, line: int,
             groups = layer_groups(h, v, tau, quantile=quantile)
         except HiCLIPError as error:
             raise located(path, line, str(error)) from None
-        return list(groups), [True] * len(groups)
+        return list(groups), [True] * len(groups), list(range(len(groups)))
     if image.get("groups") is not None:
         grid_h, grid_w = _grid(image, path, line)
         groups = _array(image["groups"], "groups", path, line, np.float64)
@@ -134,7 +137,7 @@ def _levels_from_record(image: dict[str, Any], path: Path, line: int,
         if not np.all(groups == np.round(groups)):
             raise located(path, line, "image.groups must hold integer labels")
         levels = [row.astype(np.int64).reshape(grid_h, grid_w) for row in groups]
-        return levels, [True] * len(levels)
+        return levels, [True] * len(levels), list(range(len(levels)))
     maps = image.get("label_maps")
     if isinstance(maps, dict) and maps:
         try:
@@ -150,7 +153,7 @@ def _levels_from_record(image: dict[str, Any], path: Path, line: int,
             array = load_label_map_png(png)
             levels.append(array)
             patch.append(isinstance(grid, list) and list(array.shape) == grid)
-        return levels, patch
+        return levels, patch, [int(k) for k in keys]
     raise located(path, line, "record has no image.groups or image.label_maps (use --tau to "
                               "group image.h_links/v_links)")
 
@@ -163,8 +166,8 @@ def read_predictions(path: Path, split: str | None, tau: float | None = None,
     ------
     HiCLIPError
         Naming ``path`` and the 1-based line: invalid JSON, missing or duplicate ids, records
-        without image predictions, malformed groups, or a number of levels that differs from
-        the first record's.
+        without image predictions, malformed groups, or predicted layers that differ from the
+        first record's.
     """
     if not path.is_file():
         raise HiCLIPError(f"{path}: prediction file not found")
@@ -190,11 +193,11 @@ def read_predictions(path: Path, split: str | None, tau: float | None = None,
             if not isinstance(image, dict):
                 raise located(path, line_no, f"record {sample_id!r} has no image predictions "
                                              "(image is null: a text-only model or dataset?)")
-            levels, patch = _levels_from_record(image, path, line_no, tau, quantile)
-            if records and len(levels) != len(records[0].levels):
-                raise located(path, line_no, f"{len(levels)} predicted levels; line "
-                                             f"{records[0].line} has {len(records[0].levels)}")
-            records.append(PredictedGroups(sample_id, line_no, levels, patch))
+            levels, patch, layers = _levels_from_record(image, path, line_no, tau, quantile)
+            if records and layers != records[0].layers:
+                raise located(path, line_no, f"predicted layers {layers}; line "
+                                             f"{records[0].line} has {records[0].layers}")
+            records.append(PredictedGroups(sample_id, line_no, levels, patch, layers))
     if not records:
         where = f" in split {split!r}" if split is not None else ""
         raise HiCLIPError(f"{path}: no prediction records{where}")
@@ -267,26 +270,26 @@ class _Collected:
         self.scores.setdefault((gt_level, method, level), []).append(score)
 
 
-def _pixel_map(pred: PredictedGroups, level: int, size: tuple[int, int], path: Path) -> np.ndarray:
-    array = pred.levels[level]
-    if pred.patch_level[level]:
+def _pixel_map(pred: PredictedGroups, index: int, size: tuple[int, int], path: Path) -> np.ndarray:
+    array = pred.levels[index]
+    if pred.patch_level[index]:
         return upsample_labels(array, size)
     if array.shape != size:
-        raise located(path, pred.line, f"label map of level {level} is {array.shape[1]}x"
+        raise located(path, pred.line, f"label map of level {pred.layers[index]} is {array.shape[1]}x"
                                        f"{array.shape[0]} (WxH); the masks of {pred.id!r} are "
                                        f"{size[1]}x{size[0]}")
     return array
 
 
-def _best_level(collected: _Collected, gt_level: str, method: str, n_levels: int) -> int | None:
+def _best_level(collected: _Collected, gt_level: str, method: str, layers: list[int]) -> int | None:
     means = []
-    for level in range(n_levels):
+    for level in layers:
         scores = collected.scores.get((gt_level, method, level), [])
         value = mean_scores(scores)["miou"] if scores else float("nan")
         means.append(-math.inf if math.isnan(value) else value)
     if all(m == -math.inf for m in means):
         return None
-    return int(np.argmax(means))
+    return layers[int(np.argmax(means))]
 
 
 def score(args: argparse.Namespace) -> dict[str, Any]:
@@ -301,7 +304,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         raise HiCLIPError("--quantile needs --tau")
     preds = read_predictions(args.pred, args.split, args.tau, args.quantile)
     truth = open_ground_truth(args.data, args.split)
-    n_levels = len(preds[0].levels)
+    layers = preds[0].layers
 
     missing = [p for p in preds if p.id not in truth]
     if missing:
@@ -325,22 +328,23 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     for pred in preds:
         gt = truth[pred.id]
         masks = {g: _load_mask(gt, g) for g in gt_levels if g in gt.masks}
-        maps = [_pixel_map(pred, level, gt.size, args.pred) for level in range(n_levels)]
-        for level, pixel_map in enumerate(maps):
-            collected.model_k[(pred.id, level)] = int(np.unique(pixel_map).size)
-        snapped = []
+        maps = {layer: _pixel_map(pred, i, gt.size, args.pred) for i, layer in enumerate(layers)}
+        for layer, pixel_map in maps.items():
+            collected.model_k[(pred.id, layer)] = int(np.unique(pixel_map).size)
+        snapped = {}
         if args.snap_superpixels:
             image = gt.image()
-            snapped = [snap_to_superpixels(m, image, args.superpixels, args.compactness) for m in maps]
+            snapped = {layer: snap_to_superpixels(m, image, args.superpixels, args.compactness)
+                       for layer, m in maps.items()}
         for g, mask in masks.items():
-            for level in range(n_levels):
+            for level in layers:
                 collected.add(g, MODEL, level, score_segmentation(maps[level], mask))
                 if snapped:
                     collected.add(g, SNAPPED, level, score_segmentation(snapped[level], mask))
         kept.append((pred, gt, masks))
 
-    best = {(g, m): _best_level(collected, g, m, n_levels) for g in gt_levels for m in methods}
-    baseline_levels = {g: (list(range(n_levels)) if args.level == "all"
+    best = {(g, m): _best_level(collected, g, m, layers) for g in gt_levels for m in methods}
+    baseline_levels = {g: (list(layers) if args.level == "all"
                            else [lvl for lvl in [best[(g, MODEL)]] if lvl is not None])
                        for g in gt_levels}
     if baselines:
@@ -350,7 +354,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     for g in gt_levels:
         for method in methods + baselines:
             chosen = best[(g, MODEL if method in BASELINES else method)]
-            levels: list[int | str] = list(range(n_levels)) if args.level == "all" else []
+            levels: list[int | str] = list(layers) if args.level == "all" else []
             if chosen is not None:
                 levels.append("best")
             for level in levels:
@@ -369,7 +373,8 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(args.data),
         "split": args.split,
         "n_records": len(preds),
-        "n_levels": n_levels,
+        "n_levels": len(layers),
+        "layers": layers,
         "gt_levels": {g: int(sum(1 for _, _, m in kept if g in m)) for g in gt_levels},
         "best_level": {g: best[(g, MODEL)] for g in gt_levels},
         "methods": methods + baselines,
@@ -425,8 +430,8 @@ def format_table(result: dict[str, Any]) -> str:
     split = f" (split {result['split']})" if result["split"] else ""
     lines = [
         f"image groups: {result['pred']} against {result['data']}{split}",
-        f"{result['n_records']} prediction records, {result['n_levels']} predicted levels "
-        f"(level 0 = lowest layer); best = level with the highest mean mIoU per gt level;",
+        f"{result['n_records']} prediction records, predicted levels = model layers "
+        f"{','.join(map(str, result['layers']))} (0 = lowest); best = level with the highest mean mIoU per gt level;",
         "baselines at the model's number of segments per image and level. FG-ARI ignores "
         "background and rewards over-segmentation: read it with ARI and #seg. USE: lower is better.",
     ]
