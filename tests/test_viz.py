@@ -249,3 +249,19 @@ def test_save_svg_string_and_arrays(tmp_path):
     png = save_figure(image, tmp_path / "a.png")
     assert np.array_equal(np.asarray(Image.open(png)), image)
     assert save_figure(image, tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_merge_tree_builds_constituents_layer_by_layer():
+    words = "a red square to left".split()
+    values = np.array([[0.9, 0.2, 0.7, 0.1], [0.9, 0.6, 0.8, 0.3], [0.95, 0.7, 0.9, 0.6]])
+    assert str(links.merge_tree(words, values, 0, threshold=0.55)) == "(... (L0 a red) (L0 square to) left)"
+    assert str(links.merge_tree(words, values, 1, threshold=0.55)) == \
+        "(... (L1 (L0 a red) (L0 square to)) left)"
+    full = links.merge_tree(words, values, threshold=0.55)
+    assert str(full) == "(L2 (L1 (L0 a red) (L0 square to)) left)"
+    assert full.leaves() == words
+    # a join made at one layer is kept even if a later layer's link dips under its threshold
+    dip = np.array([[0.9, 0.1], [0.4, 0.1]])
+    assert str(links.merge_tree(["x", "y", "z"], dip, 1, threshold=0.5)) == "(... (L0 x y) z)"
+    with pytest.raises(ValueError, match="outside"):
+        links.merge_tree(words, values, 3)

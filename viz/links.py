@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import nltk
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
@@ -68,6 +69,40 @@ def word_groups(links_at_layer: np.ndarray, threshold: float) -> list[tuple[int,
             start = k + 1
     groups.append((start, len(links_at_layer) + 1))
     return groups
+
+
+def merge_tree(words: Sequence[str], links: np.ndarray, layer: int | None = None,
+               threshold: float | Sequence[float] | None = None,
+               quantile: float | None = None) -> nltk.Tree:
+    """The constituents merged by layer ``layer``: a tree built bottom-up from the link groups.
+
+    At each layer ``k <= layer`` adjacent words whose link is ``>= threshold[k]`` are joined
+    (a join, once made, is kept at every deeper layer, so the layers nest); every group that
+    appears at layer ``k`` joining two or more earlier units becomes a node labelled ``"L{k}"``.
+    Units not yet joined at ``layer`` hang from a root labelled ``"..."``. ``layer`` defaults to
+    the last layer. Words are the leaves, in order.
+    """
+    words = list(words)
+    links = _check_text_links(links, len(words))
+    last = links.shape[0] - 1 if layer is None else int(layer)
+    if not 0 <= last < links.shape[0]:
+        raise ValueError(f"layer {layer} outside 0..{links.shape[0] - 1}")
+    thresholds = layer_thresholds(links, threshold, quantile)
+    joined = np.logical_or.accumulate(links >= thresholds[:, None], axis=0)
+    # units: (start, end, subtree or word)
+    units: list[tuple[int, int, nltk.Tree | str]] = [(i, i + 1, w) for i, w in enumerate(words)]
+    for k in range(last + 1):
+        merged: list[tuple[int, int, nltk.Tree | str]] = []
+        for start, end in word_groups(joined[k].astype(float), 0.5):
+            inside = [u for u in units if start <= u[0] and u[1] <= end]
+            if len(inside) == 1:
+                merged.append(inside[0])
+            else:
+                merged.append((start, end, nltk.Tree(f"L{k}", [u[2] for u in inside])))
+        units = merged
+    if len(units) == 1 and isinstance(units[0][2], nltk.Tree):
+        return units[0][2]
+    return nltk.Tree("...", [u[2] for u in units])
 
 
 def link_bars_figure(words: Sequence[str], links: np.ndarray,
