@@ -1,0 +1,123 @@
+"""``open_dataset(spec)``: one entry point for every supported dataset format.
+
+``spec`` may be
+- a folder with ``manifest.jsonl``, or a ``.jsonl`` manifest file;
+- a ``.csv`` / ``.tsv`` file (open_clip convention: ``filepath`` and ``title`` columns);
+- a COCO root (a folder with ``annotations/captions_*.json``, or the ``annotations`` folder itself);
+- a WebDataset shard, shard pattern (``shards/train-{000..009}.tar``) or folder of ``.tar`` shards;
+- an image folder: ``<name>.png|jpg`` with ``<name>.txt`` captions and optional ``masks/<name>.png``.
+``format=`` forces one of ``manifest``, ``csv``, ``coco``, ``webdataset``, ``folder``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hiclip.data.manifest import read_manifest
+from hiclip.data.records import ReadOptions
+from hiclip.data.sample import Dataset
+from hiclip.data.text_checks import TextLimits
+from hiclip.errors import HiCLIPError, SkipReport
+
+FORMATS = ("manifest", "csv", "coco", "webdataset", "folder")
+
+
+@dataclass
+class CsvOptions:
+    """Column names and separator of a CSV/TSV caption file (open_clip's defaults).
+
+    ``separator`` None means tab for ``.tsv`` files and comma otherwise. ``image_root`` is the
+    folder relative image paths start from (default: the CSV file's folder).
+    """
+
+    image_column: str = "filepath"
+    caption_column: str = "title"
+    separator: str | None = None
+    id_column: str | None = None
+    split_column: str | None = None
+    tree_column: str | None = None
+    image_root: str | None = None
+
+
+def detect_format(spec: str | Path) -> str:
+    """Guess the format of ``spec`` (see the module docstring); error if nothing fits."""
+    text = str(spec)
+    path = Path(text)
+    if ("{" in text and ".tar" in text) or (any(ch in text for ch in "*?[") and text.endswith(".tar")):
+        return "webdataset"
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".jsonl":
+            return "manifest"
+        if suffix in (".csv", ".tsv"):
+            return "csv"
+        if suffix == ".tar":
+            return "webdataset"
+        if suffix == ".json" and path.name.startswith("captions_"):
+            return "coco"
+        raise HiCLIPError(f"{path}: cannot tell the dataset format from the file name "
+                          "(expected .jsonl, .csv, .tsv, .tar or a COCO captions_*.json)")
+    if path.is_dir():
+        if (path / "manifest.jsonl").is_file():
+            return "manifest"
+        if any((path / "annotations").glob("captions_*.json")) or any(path.glob("captions_*.json")):
+            return "coco"
+        if any(path.glob("*.tar")):
+            return "webdataset"
+        return "folder"
+    raise HiCLIPError(f"{spec}: no such file or folder")
+
+
+def open_dataset(spec: str | Path, split: str | None = None, on_error: str = "raise", *,
+                 format: str | None = None, limits: TextLimits | None = None, check_images: str = "header",
+                 check_trees: bool = True, csv: CsvOptions | None = None) -> Dataset:
+    """Read any supported dataset into ``Sample`` records.
+
+    Parameters
+    ----------
+    spec : path or shard pattern (see the module docstring)
+    split : keep one split (``train``/``val``/``test``; COCO accepts ``val`` or ``val2017``)
+    on_error : ``"raise"`` (first problem is a one-line ``HiCLIPError`` naming file and line)
+        or ``"skip"`` (problems are counted in ``dataset.skips``; ``dataset.skips.summary()``)
+    format : force a format instead of detecting it
+    limits : longest caption accepted (words, characters)
+    check_images : ``"none"``, ``"exists"``, ``"header"`` (default) or ``"full"`` (decode all
+        images and check mask sizes up front)
+    check_trees : check that gold tree leaves equal the caption words (needs nltk)
+    csv : column options for CSV/TSV files
+
+    Returns
+    -------
+    Dataset
+    """
+    report = SkipReport(on_error)
+    options = ReadOptions(limits or TextLimits(), check_images, check_trees)
+    kind = format or detect_format(spec)
+    if kind not in FORMATS:
+        raise HiCLIPError(f"unknown dataset format {kind!r}: use one of {', '.join(FORMATS)}")
+    path = Path(str(spec))
+    if kind == "manifest":
+        manifest = path / "manifest.jsonl" if path.is_dir() else path
+        samples = read_manifest(manifest, split, options, report)
+    elif kind == "csv":
+        from hiclip.data.csv_reader import read_csv
+
+        samples = read_csv(path, csv or CsvOptions(), split, options, report)
+    elif kind == "coco":
+        from hiclip.data.coco import read_coco
+
+        samples = read_coco(path, split, options, report)
+    elif kind == "webdataset":
+        from hiclip.data.webdataset_reader import read_webdataset
+
+        samples = read_webdataset(str(spec), split, options, report)
+    else:
+        from hiclip.data.folder import read_folder
+
+        samples = read_folder(path, split, options, report)
+    dataset = Dataset(samples, str(spec), kind, report)
+    if not samples:
+        detail = f" ({report.summary()})" if report.total else ""
+        where = f" in split {split!r}" if split else ""
+        raise HiCLIPError(f"{spec}: no usable samples{where}{detail}")
+    return dataset

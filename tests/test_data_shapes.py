@@ -1,0 +1,189 @@
+"""The synthetic shapes generator: exact gold, truthfulness, nesting, determinism, speed."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nltk import Tree
+from PIL import Image
+
+from hiclip.cli import main as cli_main
+from hiclip.data import open_dataset
+from hiclip.data.shapes import ShapesConfig, generate_dataset, generate_sample
+from hiclip.data.shapes_grammar import describe
+from hiclip.data.shapes_meaning import holds
+from hiclip.data.shapes_scene import Facts, GroupFacts
+from hiclip.errors import HiCLIPError
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    generate_dataset(out, ShapesConfig(n=80, seed=3))
+    return out
+
+
+@pytest.fixture(scope="module")
+def records(shapes_dir) -> list[dict]:
+    return [json.loads(line) for line in (shapes_dir / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_every_tree_has_its_caption_as_leaves(records):
+    for rec in records:
+        assert len(rec["captions"]) == len(rec["tokens"]) == len(rec["trees"]) == len(rec["phrases"]) == 2
+        for caption, tokens, tree in zip(rec["captions"], rec["tokens"], rec["trees"]):
+            assert tokens == caption.split()
+            assert Tree.fromstring(tree).leaves() == tokens
+            assert 3 <= len(tokens) <= 20
+
+
+def test_trees_use_ptb_labels_with_pos_preterminals(records):
+    labels, tags = set(), set()
+    for rec in records:
+        for tree in rec["trees"]:
+            t = Tree.fromstring(tree)
+            tags.update(tag for _, tag in t.pos())
+            labels.update(st.label() for st in t.subtrees() if st.height() > 2)
+    assert {"DT", "JJ", "NN", "NNS", "IN", "CD"} <= tags
+    assert tags <= {"DT", "JJ", "NN", "NNS", "IN", "CD", "VBZ", "VBP", "VBN", "VBG", "EX", "CC", "RB",
+                    "TO", "WDT", ","}
+    assert {"NP", "PP"} <= labels
+    assert labels <= {"S", "SINV", "NP", "VP", "PP", "ADJP", "ADVP", "QP", "SBAR", "WHNP"}
+
+
+def test_masks_are_nonempty_nested_and_cover_several_patches(shapes_dir, records):
+    patch_area = (64 // 8) ** 2
+    for rec in records:
+        maps = {level: np.array(Image.open(shapes_dir / p)) for level, p in rec["masks"].items()}
+        part, obj, group = maps["part"], maps["object"], maps["group"]
+        regions = rec["regions"]
+        for level, entries in regions.items():
+            ids = np.unique(maps[level])
+            assert list(ids[ids > 0]) == [e["id"] for e in entries], level  # every id present, none extra
+        # The part level partitions each object; objects partition each group.
+        assert np.array_equal(part > 0, obj > 0) and np.array_equal(obj > 0, group > 0)
+        for entry in regions["part"]:
+            inside = obj[part == entry["id"]]
+            assert np.all(inside == entry["object"])
+        for entry in regions["object"]:
+            inside = group[obj == entry["id"]]
+            assert np.all(inside == entry["group"])
+            assert (obj == entry["id"]).sum() >= 1.4 * patch_area
+
+
+def test_phrases_point_at_existing_masks(shapes_dir, records):
+    for rec in records:
+        ids = {lvl: set(np.unique(np.array(Image.open(shapes_dir / p))).tolist())
+               for lvl, p in rec["masks"].items()}
+        for tokens, phrases in zip(rec["tokens"], rec["phrases"]):
+            assert phrases, "every caption names at least one group"
+            for ph in phrases:
+                start, end = ph["span"]
+                assert 0 <= start < end <= len(tokens)
+                assert set(ph["mask_ids"]) <= ids[ph["level"]] - {0}
+
+
+def test_negatives_differ_from_captions(records):
+    with_negatives = 0
+    for rec in records:
+        assert not set(rec["negatives"]) & set(rec["captions"])
+        assert len(set(rec["negatives"])) == len(rec["negatives"]) <= 3
+        with_negatives += len(rec["negatives"]) == 3
+    assert with_negatives >= 0.9 * len(records)
+
+
+def test_swap_negative_keeps_bag_of_words_but_is_false():
+    red_square = GroupFacts("square", "red", "", "solid", "medium", 1, "single", None, 1, (1,), ())
+    blue_circle = GroupFacts("circle", "blue", "", "solid", "medium", 1, "single", None, 2, (2,), ())
+    facts = Facts([red_square, blue_circle], {(0, 1): ["left"], (1, 0): ["right"]}, {0: [], 1: []})
+    caption = describe(facts, seed=1)
+    assert holds(caption.meaning, facts)
+    swapped = Facts([replace(red_square, colour="blue"), replace(blue_circle, colour="red")],
+                    facts.relations, facts.positions)
+    negative = describe(swapped, seed=1)
+    if "red" in caption.tokens and "blue" in caption.tokens:
+        assert sorted(negative.tokens) == sorted(caption.tokens)
+    assert not holds(negative.meaning, facts)
+
+
+def test_captions_are_true_of_their_scene_for_many_seeds():
+    config = ShapesConfig(n=1, negatives=0)
+    for index in range(150):  # generate_sample asserts that every caption holds of its scene
+        rec = generate_sample(index, "train", config).record
+        assert rec["labels"]["count"] >= 1
+
+
+def test_labels_and_splits(records):
+    assert {r["split"] for r in records} == {"train", "val", "test"}
+    for rec in records:
+        labels = rec["labels"]
+        assert labels["count"] == len(rec["regions"]["object"])
+        assert labels["groups"] == len(rec["regions"]["group"])
+        assert labels["shape"] in {g["shape"] for g in rec["regions"]["group"]}
+
+
+def test_same_seed_is_byte_identical_and_independent_of_workers(tmp_path):
+    config = ShapesConfig(n=12, seed=5)
+    generate_dataset(tmp_path / "a", config)
+    generate_dataset(tmp_path / "b", config, workers=2, chunk_size=4)
+    for rel in ["manifest.jsonl", "test_trees.txt", "images/000007.png", "masks/000007_part.png"]:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    generate_dataset(tmp_path / "c", ShapesConfig(n=12, seed=6))
+    assert (tmp_path / "a" / "manifest.jsonl").read_bytes() != (tmp_path / "c" / "manifest.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("size", [96, 128])
+def test_larger_images_scale_objects(tmp_path, size):
+    generate_dataset(tmp_path, ShapesConfig(n=6, seed=1, image_size=size))
+    ds = open_dataset(tmp_path, check_images="full")
+    for sample in ds:
+        assert sample.open_image().size == (size, size)
+        objects = sample.load_mask("object")
+        areas = np.bincount(objects.ravel())[1:]
+        assert areas.min() >= 1.4 * (size // 8) ** 2
+
+
+def test_text_files_follow_manifest_order(shapes_dir, records):
+    test = [r for r in records if r["split"] == "test"]
+    caps = (shapes_dir / "test_caps.txt").read_text().splitlines()
+    trees = (shapes_dir / "test_trees.txt").read_text().splitlines()
+    ids = (shapes_dir / "test_ids.txt").read_text().splitlines()
+    assert caps == [c for r in test for c in r["captions"]]
+    assert trees == [t for r in test for t in r["trees"]]
+    assert ids == [r["id"] for r in test for _ in r["captions"]]
+
+
+def test_cli_writes_dataset_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert cli_main(["data", "shapes", "--out", str(out), "--n", "5", "--seed", "2"]) == 0
+    assert "wrote 5 samples" in capsys.readouterr().out
+    assert cli_main(["data", "shapes", "--out", str(out), "--n", "5"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli_main(["data", "shapes", "--out", str(out), "--n", "4", "--overwrite"]) == 0
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 4
+    assert len(list((out / "images").iterdir())) == 4
+
+
+def test_bad_generator_options_are_one_line_errors(tmp_path):
+    with pytest.raises(HiCLIPError, match="image-size"):
+        generate_dataset(tmp_path, ShapesConfig(n=2, image_size=60))
+    with pytest.raises(HiCLIPError, match="splits"):
+        generate_dataset(tmp_path, ShapesConfig(n=2, splits=(0.5, 0.2, 0.2)))
+
+
+def test_generation_speed_is_reported(capsys):
+    """Benchmark-style: prints in-memory samples/s (no assertion on speed; see benchmarks/data_speed.py)."""
+    config = ShapesConfig(n=1)
+    generate_sample(0, "train", config)
+    start = time.process_time()
+    n = 40
+    for index in range(n):
+        generate_sample(index, "train", config)
+    rate = n / max(time.process_time() - start, 1e-9)
+    with capsys.disabled():
+        print(f"\n[shapes] generate+describe at 64 px: {rate:.0f} samples/s (CPU time, one core)")
+    assert rate > 0
