@@ -218,3 +218,50 @@ def write_results(path: str | Path, results: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def load_eval_set(spec: str, split: str | None, image_size: int, model: Any, device: torch.device,
+                  max_samples: int | None = None) -> EvalSet:
+    """Read a dataset split, encode its images with the evaluation transform."""
+    from hiclip.data import open_dataset
+    from hiclip.data.transforms import eval_transform
+
+    samples = list(open_dataset(spec, split=split))
+    if max_samples:
+        samples = samples[:max_samples]
+    if not samples:
+        raise HiCLIPError(f"{spec}: no samples in split {split!r}")
+    transform = eval_transform(image_size)
+    images = (transform(s.open_image()) for s in samples)
+    features = encode_images(model, images, device)
+    return EvalSet(ids=[s.id for s in samples], captions=[list(s.captions) for s in samples],
+                   labels=[dict(s.labels or {}) for s in samples], image_features=features,
+                   name=f"{spec}:{split}")
+
+
+def run_evaluation(checkpoint: str | Path, data: str, split: str | None = "test",
+                   task: str = "all", device: str = "cpu", max_samples: int | None = None,
+                   label_keys: Sequence[str] = DEFAULT_LABEL_KEYS,
+                   templates: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """``hiclip eval``: load a checkpoint, run the tasks on ``data``/``split``, return the JSON."""
+    from hiclip.checkpoint import load
+
+    if task not in ("zeroshot", "retrieval", "all"):
+        raise HiCLIPError(f"unknown task {task!r}: use zeroshot, retrieval or all")
+    model, tokenizer = load(checkpoint, map_location=device)
+    if model.vision is None:
+        raise HiCLIPError(f"{checkpoint}: a text-only model cannot be evaluated on images")
+    torch_device = torch.device(device)
+    data_set = load_eval_set(data, split, model.config.vision.image_size, model, torch_device,
+                             max_samples)
+    results: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "data": str(data), "split": split,
+        "model": {"name": model.config.name, "hierarchy": model.config.hierarchy},
+        "n_images": len(data_set.ids),
+    }
+    if task in ("retrieval", "all"):
+        results["retrieval"] = evaluate_retrieval(model, tokenizer, data_set, torch_device)
+    if task in ("zeroshot", "all"):
+        results["zeroshot"] = evaluate_zero_shot(model, tokenizer, data_set, torch_device,
+                                                 label_keys, templates)
+    return results

@@ -135,6 +135,7 @@ class RunFolder:
         from hiclip import save as export_model
 
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=self.checkpoints))
+        tmp.chmod(0o755)
         export_model(model, tokenizer, tmp)
         torch.save(state, tmp / STATE_FILE)
         _fsync_tree(tmp)
@@ -176,6 +177,7 @@ class RunFolder:
         from hiclip import save as export_model
 
         tmp = Path(tempfile.mkdtemp(prefix=".final.tmp-", dir=self.root))
+        tmp.chmod(0o755)
         export_model(model, tokenizer, tmp)
         if final.exists():
             shutil.rmtree(final)

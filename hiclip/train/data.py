@@ -1,0 +1,283 @@
+"""Training data: samples from ``hiclip.data``, a keyed torch dataset with per-sample seeding,
+the tokenizer, collation into :class:`~hiclip.train.objectives.TrainBatch`, and the validation set.
+
+The torch dataset is indexed by ``(epoch, index)`` keys from :mod:`hiclip.train.data_order`;
+each item is produced inside :func:`~hiclip.train.data_order.seeded_rng` with the sample's seed,
+so caption choice, hard-negative choice and augmentations are the same in a resumed run, in any
+DataLoader worker and on any rank.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hiclip.errors import HiCLIPError
+from hiclip.tokenizer import HiCLIPTokenizer
+from hiclip.train.config import TrainConfig
+from hiclip.train.data_order import PlanSampler, sample_seed, seeded_rng
+from hiclip.train.distributed import DistEnv
+from hiclip.train.objectives import TrainBatch
+
+# ---------------------------------------------------------------------------------------------
+# The few places that touch hiclip.data.
+
+
+def check_data_spec(spec: str) -> None:
+    """Fail early, with one line, when a dataset spec names nothing on disk."""
+    path = Path(spec)
+    if "://" not in spec and not path.exists() and not any(c in spec for c in "{*"):
+        raise HiCLIPError(f"training data {spec} not found")
+
+
+def open_split(spec: str, split: str | None) -> list[Any]:
+    """The samples of ``split`` (all samples when None) of a dataset spec, as a list."""
+    from hiclip.data import open_dataset
+
+    samples = list(open_dataset(spec, split=split))
+    return samples
+
+
+def image_transform(image_size: int, train: bool, augment: bool) -> Callable[[Any], torch.Tensor]:
+    """PIL image -> normalised (3, S, S) tensor: HiDeCLIP augmentation for training views when
+    ``augment``, else the deterministic evaluation transform."""
+    from hiclip.data import transforms
+
+    if train and augment:
+        return transforms.train_transform(image_size)
+    return transforms.eval_transform(image_size)
+
+
+def load_image(sample: Any) -> Any:
+    """The sample's RGB PIL image."""
+    return sample.open_image()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _captions(sample: Any) -> list[str]:
+    return [c for c in sample.captions if c and c.strip()]
+
+
+def _negatives(sample: Any) -> list[str]:
+    return [n for n in (sample.negatives or []) if n and n.strip()]
+
+
+def _labels(sample: Any) -> dict[str, Any]:
+    return dict(sample.labels or {})
+
+
+def _id(sample: Any) -> str:
+    return str(sample.id)
+
+
+class PairDataset(Dataset):
+    """Image-text pairs keyed by ``(epoch, index)``.
+
+    Item: ``images`` (V views, each (3, S, S)), ``caption`` (one caption, chosen per epoch),
+    ``caption2`` (another caption of the same image when there is one), ``negatives`` (K hard
+    negatives; drawn with replacement when fewer, placeholders when none), ``negative_valid`` (K,),
+    ``seed``.
+    """
+
+    def __init__(self, samples: Sequence[Any], seed: int, views: int, transform: Callable,
+                 negatives: int = 0) -> None:
+        self.samples = samples
+        self.seed = seed
+        self.views = views
+        self.transform = transform
+        self.negatives = negatives
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        seed = sample_seed(self.seed, epoch, index)
+        sample = self.samples[index]
+        with seeded_rng(seed):
+            captions = _captions(sample)
+            if not captions:
+                raise HiCLIPError(f"sample {_id(sample)} has no caption")
+            order = random.sample(range(len(captions)), len(captions))
+            caption = captions[order[0]]
+            caption2 = captions[order[1]] if len(order) > 1 else caption
+            pool = _negatives(sample)
+            if self.negatives and pool:
+                chosen = (random.sample(pool, self.negatives) if len(pool) >= self.negatives
+                          else [random.choice(pool) for _ in range(self.negatives)])
+                valid = [True] * self.negatives
+            else:
+                chosen, valid = [caption] * self.negatives, [False] * self.negatives
+            image = load_image(sample)
+            views = [self.transform(image) for _ in range(self.views)]
+        return {"images": views, "caption": caption, "caption2": caption2, "negatives": chosen,
+                "negative_valid": valid, "seed": seed, "index": index}
+
+
+class TextDataset(Dataset):
+    """Sentences keyed by ``(epoch, index)`` for text-only MLM."""
+
+    def __init__(self, lines: Sequence[str], seed: int) -> None:
+        self.lines = lines
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        return {"caption": self.lines[index], "seed": sample_seed(self.seed, epoch, index),
+                "index": index}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack views ((B, 3, S, S) each) and keep strings as lists (tokenised in the main process)."""
+    out: dict[str, Any] = {
+        "caption": [it["caption"] for it in items],
+        "seed": torch.tensor([it["seed"] for it in items], dtype=torch.long),
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+    }
+    if "images" in items[0]:
+        out["images"] = [torch.stack([it["images"][v] for it in items])
+                         for v in range(len(items[0]["images"]))]
+        out["caption2"] = [it["caption2"] for it in items]
+        out["negatives"] = [n for it in items for n in it["negatives"]]
+        out["negative_valid"] = torch.tensor([v for it in items for v in it["negative_valid"]],
+                                             dtype=torch.bool)
+    return out
+
+
+@dataclass
+class ValidationSet:
+    """Held-out data for periodic validation: images are transformed once and kept."""
+
+    ids: list[str]
+    captions: list[list[str]]
+    labels: list[dict[str, Any]]
+    images: torch.Tensor | None = None  # (N, 3, S, S)
+    lines: list[str] = field(default_factory=list)  # mlm mode
+
+    def __len__(self) -> int:
+        return len(self.lines) if self.images is None else len(self.ids)
+
+
+@dataclass
+class TrainingData:
+    tokenizer: HiCLIPTokenizer
+    train: Dataset
+    val: ValidationSet | None
+    context_length: int
+    num_workers: int = 0
+
+    def loader(self, sampler: PlanSampler) -> DataLoader:
+        return DataLoader(self.train, batch_sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=collate, generator=torch.Generator().manual_seed(0),
+                          persistent_workers=False)
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """A text file, one sentence per line (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HiCLIPError(f"text corpus {path} not found")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise HiCLIPError(f"{path}: the text corpus is empty")
+    return lines
+
+
+def _context_length(config: TrainConfig) -> tuple[int, int | None]:
+    from hiclip.factory import get_model_config
+
+    model = get_model_config(config.model, **dict(config.model_overrides))
+    size = model.vision.image_size if model.vision is not None else None
+    return model.text.context_length, size
+
+
+def _tokenizer(config: TrainConfig, texts: list[str], context: int,
+               checkpoint: Path | None) -> HiCLIPTokenizer:
+    if checkpoint is not None:
+        return HiCLIPTokenizer.from_file(checkpoint / "tokenizer.json", context_length=context)
+    if config.tokenizer == "bpe":
+        return HiCLIPTokenizer.train_bpe(texts, config.bpe_vocab_size, context_length=context)
+    return HiCLIPTokenizer.train_word_level(texts, context_length=context)
+
+
+def build_training_data(config: TrainConfig, env: DistEnv,
+                        tokenizer_from: Path | None = None) -> TrainingData:
+    """Open the data, learn (or reload) the tokenizer, and build train/validation sets."""
+    context, image_size = _context_length(config)
+    if config.mode == "mlm":
+        return _mlm_data(config, context, tokenizer_from)
+    check_data_spec(config.data)
+    samples = open_split(config.data, config.train_split)
+    if not samples:
+        raise HiCLIPError(f"{config.data}: no samples in split {config.train_split!r}")
+    if len(samples) < config.batch_size:
+        raise HiCLIPError(f"batch_size {config.batch_size} is larger than the training set "
+                          f"({len(samples)} samples in {config.data}, split {config.train_split!r})")
+    texts = [c for s in samples for c in _captions(s)]
+    if config.loss.hard_negatives:
+        texts += [n for s in samples for n in _negatives(s)]
+        if not any(_negatives(s) for s in samples):
+            raise HiCLIPError(f"loss.hard_negatives is on but {config.data} has no 'negatives'")
+    tokenizer = _tokenizer(config, texts, context, tokenizer_from)
+    assert image_size is not None
+    train = PairDataset(samples, config.seed, config.image_views,
+                        image_transform(image_size, train=True, augment=config.augment),
+                        config.loss.negatives_per_sample if config.loss.hard_negatives else 0)
+    val = None
+    if config.val_split:
+        held = open_split(config.data, config.val_split)[: config.val_max_samples]
+        if held:
+            transform = image_transform(image_size, train=False, augment=False)
+            val = ValidationSet(ids=[_id(s) for s in held], captions=[_captions(s) for s in held],
+                                labels=[_labels(s) for s in held],
+                                images=torch.stack([transform(load_image(s)) for s in held]))
+    return TrainingData(tokenizer, train, val, context, config.num_workers)
+
+
+def _mlm_data(config: TrainConfig, context: int, checkpoint: Path | None) -> TrainingData:
+    val_lines: list[str] = []
+    if config.text_corpus is not None:
+        lines = read_corpus(config.text_corpus)
+        if len(lines) >= 50:  # hold out every 50th sentence
+            val_lines = [l for i, l in enumerate(lines) if i % 50 == 49]
+            lines = [l for i, l in enumerate(lines) if i % 50 != 49]
+    else:
+        check_data_spec(config.data)
+        lines = [c for s in open_split(config.data, config.train_split) for c in _captions(s)]
+        if config.val_split:
+            val_lines = [c for s in open_split(config.data, config.val_split) for c in _captions(s)]
+    if len(lines) < config.batch_size:
+        raise HiCLIPError(f"batch_size {config.batch_size} is larger than the corpus "
+                          f"({len(lines)} sentences)")
+    tokenizer = _tokenizer(config, lines, context, checkpoint)
+    val = ValidationSet(ids=[], captions=[], labels=[], lines=val_lines[: config.val_max_samples]) \
+        if val_lines else None
+    return TrainingData(tokenizer, TextDataset(lines, config.seed), val, context, config.num_workers)
+
+
+def collate_to_batch(raw: dict[str, Any], data: TrainingData, device: torch.device,
+                     config: TrainConfig) -> TrainBatch:
+    """Tokenise the strings of a collated micro-batch and move everything to ``device``."""
+    tok = data.tokenizer
+    context = data.context_length
+    text = tok(raw["caption"], context_length=context).to(device)
+    batch = TrainBatch(text=text, seeds=raw["seed"])
+    if "images" in raw:
+        batch.images = [v.to(device, non_blocking=True) for v in raw["images"]]
+        if config.loss.multiview and config.loss.text_view == "caption":
+            batch.text2 = tok(raw["caption2"], context_length=context).to(device)
+        if config.loss.hard_negatives and raw["negatives"]:
+            batch.negatives = tok(raw["negatives"], context_length=context).to(device)
+            batch.negative_valid = raw["negative_valid"].to(device)
+    return batch
