@@ -364,3 +364,36 @@ def test_command_size_and_option_errors(tmp_path, toy, capsys):
     assert cli.main(["score", "groups", "--pred", str(bad), "--data", str(data)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def block_majority(mask: np.ndarray, grid: int) -> np.ndarray:
+    """(grid, grid) patch labels: the most common mask label in each block."""
+    size = mask.shape[0] // grid
+    blocks = mask.reshape(grid, size, grid, size).transpose(0, 2, 1, 3).reshape(grid, grid, -1)
+    return np.array([[np.bincount(b).argmax() for b in row] for row in blocks])
+
+
+def test_command_on_generated_shapes_oracle_beats_grid(tmp_path):
+    """Oracle links from the generator's own masks (8 x 8 patches) are scored end to end."""
+    from hiclip.data import open_dataset
+    from hiclip.data.shapes import ShapesConfig, generate_dataset
+
+    generate_dataset(tmp_path / "shapes", ShapesConfig(n=6, seed=3, image_size=64))
+    pred = tmp_path / "oracle.jsonl"
+    with pred.open("w") as handle:
+        for sample in open_dataset(tmp_path / "shapes", check_trees=False):
+            per_level = [patch_links(block_majority(sample.load_mask(level), 8))
+                         for level in ("part", "object", "group")]
+            per_level.append(patch_links(np.zeros((8, 8), dtype=int)))
+            h = np.maximum.accumulate(np.stack([p[0] for p in per_level]), axis=0)
+            v = np.maximum.accumulate(np.stack([p[1] for p in per_level]), axis=0)
+            image = {"grid": [8, 8], "h_links": h.tolist(), "v_links": v.tolist()}
+            handle.write(json.dumps({"id": sample.id, "split": sample.split, "image": image}) + "\n")
+    result = score_groups.score(args_for(pred, tmp_path / "shapes", "--tau", "0.5",
+                                         "--baselines", "grid"))
+    assert set(result["gt_levels"]) == {"part", "object", "group"}
+    assert result["layers"] == [0, 1, 2, 3]
+    model = rows_of(result, gt_level="object", method="model")[0]
+    grid = rows_of(result, gt_level="object", method="grid")[0]
+    assert model["layer"] in (0, 1) and model["n_images"] == 6
+    assert model["miou"] > grid["miou"] + 0.1 and model["ari"] > grid["ari"]

@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -209,50 +210,25 @@ def read_predictions(path: Path, split: str | None, tau: float | None = None,
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class GroundTruth:
-    """What scoring needs of one dataset sample; loaders run lazily."""
+    """What scoring needs of one dataset sample (a ``hiclip.data.Sample``); loaders run lazily."""
 
     id: str
-    size: tuple[int, int]                       # (height, width)
+    size: tuple[int, int] | None                # (height, width) when the reader knows it
     masks: dict[str, Callable[[], np.ndarray]]  # level -> (height, width) int labels, 0 = bg
-    image: Callable[[], np.ndarray]             # (height, width, 3) uint8 or float
+    image: Callable[[], np.ndarray]             # (height, width, 3) uint8
 
 
 def open_ground_truth(data: str, split: str | None) -> dict[str, GroundTruth]:
-    """The dataset's samples by id, read from a DESIGN.md manifest (folder or manifest.jsonl)."""
-    from PIL import Image
+    """The samples of ``data`` (any spec ``hiclip.data.open_dataset`` reads) by id."""
+    from hiclip.data import open_dataset
 
-    manifest = Path(data)
-    if manifest.is_dir():
-        manifest = manifest / "manifest.jsonl"
-    if not manifest.is_file():
-        raise HiCLIPError(f"{data}: no manifest.jsonl found")
-    root = manifest.parent
-
-    def png(path: Path, mode: str | None) -> Callable[[], np.ndarray]:
-        def load() -> np.ndarray:
-            try:
-                with Image.open(path) as image:
-                    return np.asarray(image.convert(mode) if mode else image)
-            except OSError as error:
-                raise HiCLIPError(f"{path}: cannot read image ({error})") from None
-        return load
-
+    dataset = open_dataset(data, split=split, check_trees=False)
     out: dict[str, GroundTruth] = {}
-    with manifest.open(encoding="utf-8") as handle:
-        for line_no, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise located(manifest, line_no, f"invalid JSON ({error.msg})") from None
-            if split is not None and record.get("split") != split:
-                continue
-            if not {"id", "image", "width", "height"} <= record.keys():
-                raise located(manifest, line_no, "record needs id, image, width and height")
-            size = (int(record["height"]), int(record["width"]))
-            masks = {level: png(root / rel, None) for level, rel in (record.get("masks") or {}).items()}
-            out[record["id"]] = GroundTruth(record["id"], size, masks, png(root / record["image"], "RGB"))
+    for sample in dataset:
+        size = (sample.height, sample.width) if sample.width and sample.height else None
+        masks = {level: partial(sample.load_mask, level) for level in sample.masks}
+        out[sample.id] = GroundTruth(sample.id, size, masks,
+                                     lambda sample=sample: np.asarray(sample.open_image()))
     return out
 
 
@@ -325,15 +301,20 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     methods = [MODEL] + ([SNAPPED] if args.snap_superpixels else [])
     collected = _Collected()
     kept: list[tuple[PredictedGroups, GroundTruth, dict[str, np.ndarray]]] = []
+    without_masks = 0
     for pred in preds:
         gt = truth[pred.id]
-        masks = {g: _load_mask(gt, g) for g in gt_levels if g in gt.masks}
-        maps = {layer: _pixel_map(pred, i, gt.size, args.pred) for i, layer in enumerate(layers)}
+        masks = _load_masks(gt, [g for g in gt_levels if g in gt.masks])
+        if not masks:
+            without_masks += 1
+            continue
+        size = next(iter(masks.values())).shape
+        maps = {layer: _pixel_map(pred, i, size, args.pred) for i, layer in enumerate(layers)}
         for layer, pixel_map in maps.items():
             collected.model_k[(pred.id, layer)] = int(np.unique(pixel_map).size)
         snapped = {}
         if args.snap_superpixels:
-            image = gt.image()
+            image = _image(gt, size)
             snapped = {layer: snap_to_superpixels(m, image, args.superpixels, args.compactness)
                        for layer, m in maps.items()}
         for g, mask in masks.items():
@@ -373,6 +354,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(args.data),
         "split": args.split,
         "n_records": len(preds),
+        "n_without_masks": without_masks,
         "n_levels": len(layers),
         "layers": layers,
         "gt_levels": {g: int(sum(1 for _, _, m in kept if g in m)) for g in gt_levels},
@@ -388,12 +370,26 @@ def _clean(value: float) -> float | None:
     return None if math.isnan(value) else round(float(value), 6)
 
 
-def _load_mask(gt: GroundTruth, level: str) -> np.ndarray:
-    mask = np.asarray(gt.masks[level]())
-    if mask.shape != gt.size:
-        raise HiCLIPError(f"sample {gt.id!r}: {level} mask is {mask.shape[1]}x{mask.shape[0]} "
-                          f"(WxH), the image {gt.size[1]}x{gt.size[0]}")
-    return mask.astype(np.int64)
+def _load_masks(gt: GroundTruth, levels: list[str]) -> dict[str, np.ndarray]:
+    """The sample's masks of ``levels`` as int64 maps, all of one size (the image's, if known)."""
+    masks: dict[str, np.ndarray] = {}
+    for level in levels:
+        mask = np.asarray(gt.masks[level]())
+        expected = gt.size or next((m.shape for m in masks.values()), mask.shape)
+        if mask.ndim != 2 or mask.shape != expected:
+            raise HiCLIPError(f"sample {gt.id!r}: {level} mask has shape {mask.shape}, "
+                              f"expected {tuple(expected)} (height, width)")
+        masks[level] = mask.astype(np.int64)
+    return masks
+
+
+def _image(gt: GroundTruth, size: tuple[int, ...]) -> np.ndarray:
+    """The sample's RGB image, checked to be the size of its masks."""
+    image = np.asarray(gt.image())
+    if image.shape[:2] != tuple(size):
+        raise HiCLIPError(f"sample {gt.id!r}: image is {image.shape[1]}x{image.shape[0]} "
+                          f"(WxH), its masks {size[1]}x{size[0]}")
+    return image
 
 
 def _score_baselines(
@@ -407,10 +403,7 @@ def _score_baselines(
         wanted = sorted({lvl for g in masks for lvl in baseline_levels[g]})
         if not wanted:
             continue
-        image = np.asarray(gt.image())
-        if image.shape[:2] != gt.size:
-            raise HiCLIPError(f"sample {gt.id!r}: image is {image.shape[1]}x{image.shape[0]} "
-                              f"(WxH), its masks {gt.size[1]}x{gt.size[0]}")
+        image = _image(gt, next(iter(masks.values())).shape)
         for method in baselines:
             cache: dict[int, np.ndarray] = {}
             for level in wanted:
@@ -430,7 +423,9 @@ def format_table(result: dict[str, Any]) -> str:
     split = f" (split {result['split']})" if result["split"] else ""
     lines = [
         f"image groups: {result['pred']} against {result['data']}{split}",
-        f"{result['n_records']} prediction records, predicted levels = model layers "
+        f"{result['n_records']} prediction records"
+        + (f" ({result['n_without_masks']} without masks, not scored)" if result["n_without_masks"] else "")
+        + f", predicted levels = model layers "
         f"{','.join(map(str, result['layers']))} (0 = lowest); best = level with the highest mean mIoU per gt level;",
         "baselines at the model's number of segments per image and level. FG-ARI ignores "
         "background and rewards over-segmentation: read it with ARI and #seg. USE: lower is better.",
