@@ -51,7 +51,6 @@ A malformed multi-line ``ptb`` file cannot be resynchronised and always raises.
 """
 from __future__ import annotations
 
-import bisect
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -188,38 +187,31 @@ def _iter_trees(text: str, labeled: bool, first_line: int = 1) -> Iterator[tuple
 
     Raises ``_Located`` for unbalanced brackets, words outside brackets and empty brackets.
     """
-    newlines = [m.start() for m in re.finditer("\n", text)]
-
-    def line_of(pos: int) -> int:
-        return first_line + bisect.bisect_right(newlines, pos)
-
     stack: list[tuple[str, list, int]] = []   # (label, children, line of the open bracket)
     expect_label = False
-    for match in _TOKEN_RE.finditer(text):
-        tok = match.group()
-        if tok == "(":
-            if expect_label:  # "((" in labeled style: the outer node has an empty label
+    findall = _TOKEN_RE.findall
+    for number, line in enumerate(text.split("\n"), start=first_line):
+        for tok in findall(line):
+            if tok == "(":
+                stack.append(("", [], number))
+                expect_label = labeled  # "((" in labeled style: the outer node keeps an empty label
+            elif tok == ")":
+                if not stack:
+                    raise _Located(number, "unmatched ')'")
+                label, children, start = stack.pop()
                 expect_label = False
-            stack.append(("", [], line_of(match.start())))
-            expect_label = labeled
-        elif tok == ")":
-            if not stack:
-                raise _Located(line_of(match.start()), "unmatched ')'")
-            label, children, start = stack.pop()
-            expect_label = False
-            if not children:
-                what = f"constituent ({label}) has no words" if label else "empty brackets '()'"
-                raise _Located(start, what)
-            node = nltk.Tree(label if (label or labeled) else UNLABELED, children)
-            if stack:
-                stack[-1][1].append(node)
-            else:
-                yield node, start
-        else:
-            if not stack:
-                raise _Located(line_of(match.start()), f"word {tok!r} outside any brackets")
-            if expect_label:
-                label, children, start = stack[-1]
+                if not children:
+                    what = f"constituent ({label}) has no words" if label else "empty brackets '()'"
+                    raise _Located(start, what)
+                node = nltk.Tree(label if (label or labeled) else UNLABELED, children)
+                if stack:
+                    stack[-1][1].append(node)
+                else:
+                    yield node, start
+            elif not stack:
+                raise _Located(number, f"word {tok!r} outside any brackets")
+            elif expect_label:
+                _, children, start = stack[-1]
                 stack[-1] = (tok, children, start)
                 expect_label = False
             else:
