@@ -12,11 +12,23 @@ from hiclip.data.text_checks import TextLimits
 __all__ = [
     "CsvOptions",
     "Dataset",
+    "ImageTextDataset",
     "Phrase",
     "ReadOptions",
     "Sample",
     "TextLimits",
+    "caption_index",
+    "collate_image_text",
     "detect_format",
     "load_mask",
     "open_dataset",
 ]
+
+
+def __getattr__(name: str):
+    # torch is imported only by code that asks for the torch dataset.
+    if name in ("ImageTextDataset", "caption_index", "collate_image_text"):
+        from hiclip.data import torch_dataset
+
+        return getattr(torch_dataset, name)
+    raise AttributeError(f"module 'hiclip.data' has no attribute {name!r}")

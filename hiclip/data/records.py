@@ -152,7 +152,7 @@ def build_sample(rec: RawRecord, options: ReadOptions, report: SkipReport) -> Sa
         trees = _aligned("trees", rec.trees, n)
         phrases = _aligned("phrases", rec.phrases, n)
     except InputProblem as problem:
-        report.handle(_fail(rec.origin, problem.message), problem.reason)
+        report.handle(HiCLIPError(problem.located(rec.origin)), problem.reason)
         return None
     levels = set(rec.masks) | {"scene"} if rec.masks else None
     kept_captions: list[str] = []
@@ -169,7 +169,7 @@ def build_sample(rec: RawRecord, options: ReadOptions, report: SkipReport) -> Sa
                 tree = trees[i]
             spans = _phrases(phrases[i] if phrases is not None else None, i, len(words), levels)
         except InputProblem as problem:
-            report.handle(_fail(rec.origin, problem.message), problem.reason)
+            report.handle(HiCLIPError(problem.located(rec.origin)), problem.reason)
             continue
         kept_captions.append(caption)
         kept_tokens.append(words)
@@ -184,7 +184,7 @@ def build_sample(rec: RawRecord, options: ReadOptions, report: SkipReport) -> Sa
     try:
         width, height = _check_files(rec, options)
     except InputProblem as problem:
-        report.handle(_fail(rec.origin, problem.message), problem.reason)
+        report.handle(HiCLIPError(problem.located(rec.origin)), problem.reason)
         return None
     return Sample(
         id=rec.id, image=rec.image, captions=kept_captions, tokens=kept_tokens, trees=kept_trees,

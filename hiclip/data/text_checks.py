@@ -7,10 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-try:  # nltk is a dependency, but the alignment check only needs it when trees are present
-    from nltk import Tree
-except ImportError:  # pragma: no cover - exercised only without nltk
-    Tree = None  # type: ignore[assignment,misc]
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def _nltk_tree():
+    """``nltk.Tree``, imported on first use (it is slow to import); None without nltk."""
+    try:
+        from nltk import Tree
+    except ImportError:  # pragma: no cover - exercised only without nltk
+        return None
+    return Tree
 
 
 @dataclass(frozen=True)
@@ -24,10 +31,17 @@ class TextLimits:
 class InputProblem(Exception):
     """Bad input: ``reason`` is a short category for skip counts, ``message`` one line."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, path: object | None = None, line: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.path = path  # the file at fault, when it is not the record's own origin
+        self.line = line
+
+    def located(self, origin: object) -> str:
+        """``"<file>[:line]: <message>"`` with the problem's own file if it has one."""
+        where = self.path if self.path is not None else origin
+        return f"{where}:{self.line}: {self.message}" if self.line is not None else f"{where}: {self.message}"
 
 
 def has_undecodable_bytes(text: str) -> bool:
@@ -55,9 +69,10 @@ def check_caption(text: object, index: int, limits: TextLimits) -> str:
 
 def tree_leaves(tree: str) -> list[str]:
     """The leaves of a PTB bracket string (via ``nltk.Tree.fromstring``)."""
-    if Tree is None:
+    tree_class = _nltk_tree()
+    if tree_class is None:
         raise RuntimeError("nltk is not installed")
-    return Tree.fromstring(tree).leaves()
+    return tree_class.fromstring(tree).leaves()
 
 
 def check_alignment(caption: str, index: int, tokens: object | None, tree: object | None) -> tuple[list[str], str | None]:
@@ -78,7 +93,7 @@ def check_alignment(caption: str, index: int, tokens: object | None, tree: objec
         return words, None
     if not isinstance(tree, str):
         raise InputProblem("malformed tree", f"tree of caption {index + 1} is not a string")
-    if Tree is None:  # cannot check; keep the tree as given
+    if _nltk_tree() is None:  # cannot check; keep the tree as given
         return words, tree
     try:
         leaves = tree_leaves(tree)
