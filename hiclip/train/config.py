@@ -87,7 +87,10 @@ class TrainConfig:
     accum_steps: int = 1  # micro-batches per optimiser step (see hiclip/train/loop.py)
     num_workers: int = 0
     image_views: int = 1  # augmented image views per sample (2 for SimSiam)
-    augment: bool = False  # HiDeCLIP augmentations (random resized crop, ...) on training views
+    # Training-view augmentation: "none" (the evaluation transform), "light" (random resized crop
+    # of 70-100% area, mild brightness/contrast, blur: colours stay true to colour words) or
+    # "full" (HiDeCLIP/SimSiam: also hue, saturation, greyscale).
+    augment: str = "none"
     precision: str = "fp32"  # or "bf16" (autocast)
     grad_checkpointing: bool = False
     device: str = "auto"  # "auto": cuda when available (and LOCAL_RANK's GPU under torchrun)
@@ -109,6 +112,8 @@ class TrainConfig:
             raise HiCLIPError(f"mode must be 'clip' or 'mlm', got {self.mode!r}")
         if self.precision not in ("fp32", "bf16"):
             raise HiCLIPError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.augment not in ("none", "light", "full"):
+            raise HiCLIPError(f"augment must be 'none', 'light' or 'full', got {self.augment!r}")
         if self.tokenizer not in ("word", "bpe"):
             raise HiCLIPError(f"tokenizer must be 'word' or 'bpe', got {self.tokenizer!r}")
         if self.batch_size < 1:

@@ -35,20 +35,33 @@ def check_data_spec(spec: str) -> None:
         raise HiCLIPError(f"training data {spec} not found")
 
 
-def open_split(spec: str, split: str | None) -> list[Any]:
-    """The samples of ``split`` (all samples when None) of a dataset spec, as a list."""
+def open_splits(spec: str, splits: Sequence[str | None]) -> list[list[Any] | None]:
+    """The samples of each split (all samples for None; None for a split the data lacks), read
+    once. Gold trees are not checked here: training does not read them."""
     from hiclip.data import open_dataset
 
-    samples = list(open_dataset(spec, split=split))
-    return samples
+    dataset = open_dataset(spec, check_trees=False)
+    out: list[list[Any] | None] = []
+    for name in splits:
+        if name is None:
+            out.append(list(dataset))
+        else:
+            chosen = [s for s in dataset if s.split == name]
+            out.append(chosen or None)
+    return out
 
 
-def image_transform(image_size: int, train: bool, augment: bool) -> Callable[[Any], torch.Tensor]:
-    """PIL image -> normalised (3, S, S) tensor: HiDeCLIP augmentation for training views when
-    ``augment``, else the deterministic evaluation transform."""
+def image_transform(image_size: int, train: bool, augment: str) -> Callable[..., torch.Tensor]:
+    """PIL image -> normalised (3, S, S) tensor. Training views: ``augment`` "light" (crop of
+    70-100% area, mild brightness/contrast, blur; no hue, saturation or greyscale, so colour words
+    stay true) or "full" (the HiDeCLIP / SimSiam augmentation); otherwise the evaluation transform."""
     from hiclip.data import transforms
 
-    if train and augment:
+    if train and augment == "light":
+        return transforms.train_transform(image_size, transforms.AugmentConfig(
+            scale=(0.7, 1.0), brightness=0.2, contrast=0.2, saturation=0.0, hue=0.0,
+            grayscale_p=0.0, blur_sigma=(0.1, 1.0), blur_p=0.3))
+    if train and augment == "full":
         return transforms.train_transform(image_size)
     return transforms.eval_transform(image_size)
 
@@ -218,7 +231,7 @@ def build_training_data(config: TrainConfig, env: DistEnv,
     if config.mode == "mlm":
         return _mlm_data(config, context, tokenizer_from)
     check_data_spec(config.data)
-    samples = open_split(config.data, config.train_split)
+    samples, held = open_splits(config.data, [config.train_split, config.val_split])
     if not samples:
         raise HiCLIPError(f"{config.data}: no samples in split {config.train_split!r}")
     if len(samples) < config.batch_size:
@@ -235,10 +248,10 @@ def build_training_data(config: TrainConfig, env: DistEnv,
                         image_transform(image_size, train=True, augment=config.augment),
                         config.loss.negatives_per_sample if config.loss.hard_negatives else 0)
     val = None
-    if config.val_split:
-        held = open_split(config.data, config.val_split)[: config.val_max_samples]
+    if config.val_split and held:
+        held = held[: config.val_max_samples]
         if held:
-            transform = image_transform(image_size, train=False, augment=False)
+            transform = image_transform(image_size, train=False, augment="none")
             val = ValidationSet(ids=[_id(s) for s in held], captions=[_captions(s) for s in held],
                                 labels=[_labels(s) for s in held],
                                 images=torch.stack([transform(load_image(s)) for s in held]))
@@ -254,9 +267,11 @@ def _mlm_data(config: TrainConfig, context: int, checkpoint: Path | None) -> Tra
             lines = [l for i, l in enumerate(lines) if i % 50 != 49]
     else:
         check_data_spec(config.data)
-        lines = [c for s in open_split(config.data, config.train_split) for c in _captions(s)]
-        if config.val_split:
-            val_lines = [c for s in open_split(config.data, config.val_split) for c in _captions(s)]
+        train_samples, held = open_splits(config.data, [config.train_split, config.val_split])
+        if not train_samples:
+            raise HiCLIPError(f"{config.data}: no samples in split {config.train_split!r}")
+        lines = [c for s in train_samples for c in _captions(s)]
+        val_lines = [c for s in held or [] for c in _captions(s)]
     if len(lines) < config.batch_size:
         raise HiCLIPError(f"batch_size {config.batch_size} is larger than the corpus "
                           f"({len(lines)} sentences)")

@@ -39,6 +39,7 @@ from hiclip.train.distributed import (
     DistEnv,
     all_reduce_mean,
     barrier,
+    env_world_size,
     init_distributed,
     shutdown_distributed,
 )
@@ -144,6 +145,10 @@ def train(config: TrainConfig, out: str | Path, resume: str | None = None,
     start_time = time.perf_counter()
     config.validate()
     _check_model_name(config)
+    world = env_world_size()
+    if config.batch_size % (world * config.accum_steps):
+        raise HiCLIPError(f"batch_size {config.batch_size} is not divisible by world size {world} "
+                          f"x accum_steps {config.accum_steps}")
     env = init_distributed(config.device)
     try:
         return _train(config, Path(out), resume, argv or sys.argv, hooks, env, start_time)
@@ -307,7 +312,7 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 record: dict[str, Any] = {"step": step, "epoch": epoch + position / steps_per_epoch,
                                           "lr": lr, "samples_per_s": window_samples / elapsed,
-                                          "logit_scale": float(model.logit_scale.exp()),
+                                          "logit_scale": float(model.logit_scale.detach().exp()),
                                           "grad_norm": grad_norm, "skipped": skipped}
                 for name, total in sums.items():
                     record[f"loss_{name}"] = total / max(sum_count, 1)
