@@ -148,8 +148,8 @@ def generate_sample(index: int, split: str, config: ShapesConfig) -> GeneratedSa
             raise AssertionError(f"sample {index}: caption {caption.text!r} is false of its scene")
         captions.append(caption)
     texts = [c.text for c in captions]
-    negatives = negative_captions(facts, seeds, set(texts), config.negatives, decisions,
-                                  config.min_words, config.max_words)
+    negatives = negative_captions(facts, seeds, [c.meaning for c in captions], set(texts), config.negatives,
+                                  decisions, config.min_words, config.max_words)
     stem = f"{index:06d}"
     record = {
         "id": f"shapes-{stem}",

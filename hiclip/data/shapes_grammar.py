@@ -190,7 +190,7 @@ class _Describer:
             self._collective = False
             node = self._plural_np(i, g, mods, attrs, definite, refs_obj, refs_grp)
         self.plural.append(g.count > 1 and not self._collective)
-        self.meaning.mentions.append(Mention(attrs))
+        self.meaning.mentions.append(Mention(attrs, group=i))
         return node, len(self.meaning.mentions) - 1
 
     def _attach_part(self, i: int, g: GroupFacts, base: Node, attrs: dict, refs) -> Node:

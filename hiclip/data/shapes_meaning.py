@@ -17,6 +17,7 @@ class Mention:
     """A noun phrase naming one group, with the attributes it states (name -> value)."""
 
     attrs: dict[str, object] = field(default_factory=dict)
+    group: int = -1  # index of the group the describer meant (not used by ``holds``)
 
 
 @dataclass

@@ -66,7 +66,7 @@ def _index_shard(shard: str, report: SkipReport) -> list[tuple[str, dict[str, tu
         compressed = f.read(2) == b"\x1f\x8b"
     groups: dict[str, dict[str, tuple[str, Callable[[], bytes]]]] = {}
     try:
-        with tarfile.open(shard, "r:*") as tar:
+        with tarfile.open(shard, "r:gz" if compressed else "r:") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -81,7 +81,8 @@ def _index_shard(shard: str, report: SkipReport) -> list[tuple[str, dict[str, tu
                     reader = _offset_reader(shard, member.offset_data, member.size)
                 groups.setdefault(key, {})[ext] = (member.name, reader)
     except (tarfile.TarError, OSError, EOFError) as error:
-        report.handle(HiCLIPError(f"{shard}: not a readable tar file ({error})"), "corrupt shard")
+        detail = " ".join(str(error).split())
+        report.handle(HiCLIPError(f"{shard}: not a readable tar file ({detail})"), "corrupt shard")
     return list(groups.items())
 
 

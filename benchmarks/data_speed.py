@@ -1,0 +1,82 @@
+"""Throughput of the synthetic shapes generator, stage by stage, on one core.
+
+    python benchmarks/data_speed.py [--n 1000] [--image-size 64] [--out DIR]
+
+Reports samples/s (CPU time of this process) for: scene sampling + rendering, captions + trees,
+hard negatives, PNG encoding, and the whole ``generate_dataset`` (including file writes, wall
+time) into ``--out`` (default: a temporary folder; use a tmpfs such as /dev/shm to separate
+encoding from the disk's file-creation cost).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+from hiclip.data.shapes import LEVELS, ShapesConfig, _region_ids, generate_dataset, generate_sample
+from hiclip.data.shapes_grammar import describe
+from hiclip.data.shapes_render import render
+from hiclip.data.shapes_scene import sample_scene, scene_facts
+
+
+def rate(n: int, seconds: float) -> str:
+    return f"{n / max(seconds, 1e-9):8.0f} samples/s  ({1000 * seconds / n:6.3f} ms/sample)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--out", default=None, help="folder for the end-to-end run (default: a temp folder)")
+    args = parser.parse_args()
+    n, size = args.n, args.image_size
+    config = ShapesConfig(n=n, image_size=size)
+    for i in range(20):  # warm the shape/texture caches, as a long run would
+        generate_sample(i, "train", config)
+
+    start = time.process_time()
+    scenes = []
+    for i in range(n):
+        rng = np.random.default_rng([1, i])
+        scene = sample_scene(random.Random(i), size)
+        scenes.append((scene, render(scene, rng)))
+    t_render = time.process_time() - start
+
+    start = time.process_time()
+    for i, (scene, rendering) in enumerate(scenes):
+        facts = scene_facts(scene, _region_ids(scene, rendering))
+        for k in range(config.captions_per_image):
+            describe(facts, seed=i * 7 + k)
+    t_caption = time.process_time() - start
+
+    start = time.process_time()
+    for i in range(n):
+        generate_sample(i, "train", config)
+    t_sample = time.process_time() - start
+
+    start = time.process_time()
+    for _, rendering in scenes:
+        for array, level in [(rendering.image, config.image_compress_level)] + \
+                [(getattr(rendering, lvl), config.mask_compress_level) for lvl in LEVELS]:
+            Image.fromarray(array).save(io.BytesIO(), format="PNG", compress_level=level)
+    t_png = time.process_time() - start
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = generate_dataset(args.out or tmp, config, overwrite=True)
+
+    print(f"shapes generator, {n} samples at {size} px, one core (CPU time unless noted)")
+    print(f"  scene + render            {rate(n, t_render)}")
+    print(f"  {config.captions_per_image} captions + trees        {rate(n, t_caption)}")
+    print(f"  whole sample (+negatives) {rate(n, t_sample)}")
+    print(f"  4 PNG encodes (in memory) {rate(n, t_png)}")
+    print(f"  sample + encode           {rate(n, t_sample + t_png)}")
+    print(f"  generate_dataset (wall, with file writes) {report.samples_per_second:.0f} samples/s")
+
+
+if __name__ == "__main__":
+    main()
