@@ -1,0 +1,121 @@
+"""Per-layer link affinities of a model, batched, as plain numpy arrays.
+
+The model gives the same shapes with the hierarchy on (its affinity modules) or off (links read
+from attention maps, method.md section 5), so everything downstream treats both alike.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hiclip.errors import HiCLIPError
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def image_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
+    """The evaluation transform (shorter side resized, centre crop, CLIP normalisation): (3, S, S)."""
+    from hiclip.data import transforms
+
+    return transforms.eval_transform(image_size)(image.convert("RGB"))
+
+
+@torch.no_grad()
+def text_links(model, tokenizer, sentences: Sequence[Sequence[str] | str], batch_size: int = 128,
+               progress=None) -> list[tuple[list[str], np.ndarray]]:
+    """Word links of many sentences.
+
+    Parameters
+    ----------
+    model : HiCLIP
+    tokenizer : HiCLIPTokenizer
+    sentences : sequence of str or of token lists
+        Whitespace-tokenised sentences (a str is split on whitespace).
+    batch_size : int
+    progress : callable, optional
+        Called with the number of sentences done after each batch (e.g. ``tqdm.update``).
+
+    Returns
+    -------
+    list of (words, links)
+        ``words``: the words the model saw (truncated to its context length); ``links``:
+        float64 array of shape (L, n_words - 1), values in (0, 1], non-decreasing over layers.
+    """
+    device = model_device(model)
+    words_list = [s.split() if isinstance(s, str) else list(s) for s in sentences]
+    out: list[tuple[list[str], np.ndarray]] = []
+    for start in range(0, len(words_list), batch_size):
+        chunk = words_list[start:start + batch_size]
+        for i, words in enumerate(chunk):
+            if not words:
+                raise HiCLIPError(f"sentence {start + i + 1} is empty")
+        batch = tokenizer(chunk).to(device)
+        _, aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+                                   return_affinities=True)
+        links = aff["links"].float().cpu().numpy().astype(np.float64)
+        for i, words in enumerate(chunk):
+            n = int(batch.n_words[i])
+            out.append((words[:n], links[i, :, : max(n - 1, 0)]))
+        if progress is not None:
+            progress(len(chunk))
+    return out
+
+
+@torch.no_grad()
+def image_links(model, images: Sequence[Image.Image], batch_size: int = 64,
+                progress=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Patch-grid links of many images.
+
+    Returns
+    -------
+    list of (h, v)
+        float64 arrays ``h`` (L, H, W-1) joining (r, c)-(r, c+1) and ``v`` (L, H-1, W) joining
+        (r, c)-(r+1, c), values in (0, 1], non-decreasing over layers.
+    """
+    if model.config.vision is None:
+        raise HiCLIPError(f"model {model.config.name!r} is text-only: it has no image links")
+    device = model_device(model)
+    size = model.config.vision.image_size
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        pixels = torch.stack([image_tensor(im, size) for im in chunk]).to(device)
+        _, aff = model.encode_image(pixels, return_affinities=True)
+        h = aff["h"].float().cpu().numpy().astype(np.float64)
+        v = aff["v"].float().cpu().numpy().astype(np.float64)
+        out.extend((h[i], v[i]) for i in range(h.shape[0]))
+        if progress is not None:
+            progress(len(chunk))
+    return out
+
+
+def crop_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The square the evaluation transform keeps of a ``width`` x ``height`` image.
+
+    Returns ``(left, top, side, side)`` in the original pixel coordinates: the shorter side is
+    resized to the model's input and the centre square is cropped, so the patch grid covers
+    exactly this square.
+    """
+    side = min(width, height)
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
+def patch_labels_to_pixels(patch_labels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Patch labels (H, W) -> pixel labels (height, width) of the original image.
+
+    Pixels inside the centre crop take the patch under them; pixels outside it (non-square images)
+    take the nearest patch on the crop's border, so no pixel is left unlabelled.
+    """
+    patch_labels = np.asarray(patch_labels)
+    grid_h, grid_w = patch_labels.shape
+    left, top, side, _ = crop_box(width, height)
+    ys = (np.arange(height) + 0.5 - top) * grid_h / side
+    xs = (np.arange(width) + 0.5 - left) * grid_w / side
+    rows = np.clip(np.floor(ys).astype(np.int64), 0, grid_h - 1)
+    cols = np.clip(np.floor(xs).astype(np.int64), 0, grid_w - 1)
+    return patch_labels[rows[:, None], cols[None, :]]
