@@ -187,3 +187,57 @@ def test_generation_speed_is_reported(capsys):
     with capsys.disabled():
         print(f"\n[shapes] generate+describe at 64 px: {rate:.0f} samples/s (CPU time, one core)")
     assert rate > 0
+
+
+def _spans(tree: Tree) -> set[tuple[int, int]]:
+    """Constituent spans of two or more words (unlabeled)."""
+    out: set[tuple[int, int]] = set()
+
+    def walk(node, start: int) -> int:
+        if isinstance(node, str):
+            return start + 1
+        end = start
+        for child in node:
+            end = walk(child, end)
+        if end - start > 1:
+            out.add((start, end))
+        return end
+
+    walk(tree, 0)
+    return out
+
+
+def test_neither_branching_baseline_fits_the_gold_trees(records):
+    """Sentence F1 (standard convention: no whole-sentence or one-word spans) of trivial trees."""
+    scores = {"right": [], "left": []}
+    for rec in records:
+        for tree in rec["trees"]:
+            t = Tree.fromstring(tree)
+            n = len(t.leaves())
+            gold = {s for s in _spans(t) if s != (0, n)}
+            trivial = {"right": {(i, n) for i in range(1, n - 1)}, "left": {(0, j) for j in range(2, n)}}
+            for name, spans in trivial.items():
+                if gold or spans:
+                    hit = len(gold & spans)
+                    scores[name].append(2 * hit / (len(gold) + len(spans)))
+    right, left = np.mean(scores["right"]), np.mean(scores["left"])
+    print(f"\n[shapes] branching baselines, sentence F1: right {right:.3f}, left {left:.3f}")
+    assert right < 0.55 and left < 0.3
+
+
+def test_a_mean_colour_threshold_does_not_segment_the_objects(shapes_dir, records):
+    """Distance to the border's median colour, thresholded at the best of several percentiles
+    per image (an oracle choice), stays far from the true foreground."""
+    ious = []
+    for rec in records:
+        image = np.asarray(Image.open(shapes_dir / rec["image"])).astype(float)
+        foreground = np.array(Image.open(shapes_dir / rec["masks"]["group"])) > 0
+        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+        distance = np.linalg.norm(image - np.median(border, axis=0), axis=2)
+        best = 0.0
+        for q in (40, 50, 60, 70, 80, 90):
+            predicted = distance > np.percentile(distance, q)
+            best = max(best, (predicted & foreground).sum() / (predicted | foreground).sum())
+        ious.append(best)
+    print(f"\n[shapes] oracle mean-colour threshold, foreground IoU {np.mean(ious):.3f}")
+    assert np.mean(ious) < 0.8

@@ -168,8 +168,12 @@ class _Describer:
             node = phrase("NP", node, where, refs=[("part", g.part_ids[-1:])])
         return node
 
-    def group_np(self, i: int, definite: bool = False) -> tuple[Node, int]:
-        """An NP naming group ``i``; returns it and the index of its mention."""
+    def group_np(self, i: int, definite: bool = False, allow_part: bool = True) -> tuple[Node, int]:
+        """An NP naming group ``i``; returns it and the index of its mention.
+
+        ``allow_part=False`` for a conjunct followed by "and": "a cross with a circle and a
+        triangle" would also read as a cross holding both.
+        """
         g = self.facts.groups[i]
         ch = self.ch
         attrs: dict = {"shape": g.shape}
@@ -183,7 +187,7 @@ class _Describer:
             det = word("CD", "one") if det_kind == "one" else word(
                 "DT", "the" if det_kind == "the" else _article(_first_word(mods + [noun])))
             node = phrase("NP", det, *mods, noun, refs=[refs_obj, refs_grp])
-            if g.part is not None and ch.optional(f"g{i}.part", 0.7):
+            if g.part is not None and allow_part and ch.optional(f"g{i}.part", 0.7):
                 node = self._attach_part(i, g, node, attrs, [refs_obj, refs_grp])
         else:
             attrs["count"] = g.count
@@ -353,7 +357,7 @@ class _Describer:
             if form == "there_rel":
                 return self._there(phrase("NP", subj, pp), self._plural(ms))
             return phrase("SINV", pp, phrase("VP", self._copula(self._plural(ms))), subj)
-        first, m1 = self.group_np(a, definite=definite)
+        first, m1 = self.group_np(a, definite=definite, allow_part=False)
         second, m2 = self.group_np(b, definite=definite)
         both = self._coordinate([first, second])
         if form == "coord":
@@ -397,7 +401,7 @@ class _Describer:
                 return self._wrap_np(phrase("NP", subj, pp))
             return phrase("S", subj, phrase("VP", self._copula(self._plural(ma)), pp))
         if form in ("coord3", "there_coord3"):
-            mentions = [self.group_np(k) for k in (a, b, c)]
+            mentions = [self.group_np(k, allow_part=k == c) for k in (a, b, c)]
             both = self._coordinate([np for np, _ in mentions])
             if form == "coord3":
                 return self._wrap_np(both)
@@ -405,7 +409,7 @@ class _Describer:
         if form == "two_rel":
             shared = sorted(set(rel[(a, c)]) & set(rel[(b, c)]))
             r = ch.pick("rel1", shared)
-            first, m1 = self.group_np(a, definite=True)
+            first, m1 = self.group_np(a, definite=True, allow_part=False)
             second, m2 = self.group_np(b, definite=True)
             obj, mc = self.group_np(c, definite=True)
             self.meaning.relations.append((r, m1, mc))
@@ -414,7 +418,7 @@ class _Describer:
         shared = sorted(set(rel[(a, b)]) & set(rel[(a, c)]))
         r = ch.pick("rel1", shared)
         subj, ma = self.group_np(a)
-        first, m1 = self.group_np(b)
+        first, m1 = self.group_np(b, allow_part=False)
         second, m2 = self.group_np(c)
         self.meaning.relations.append((r, ma, m2))
         pp = self.relate("rel1", a, b, r, m1, ma, self._coordinate([first, second]))
