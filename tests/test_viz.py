@@ -186,7 +186,7 @@ def test_groups_across_layers_figure_titles_count_groups():
     groups = np.array([[0, 1, 2, 3], [0, 0, 1, 1], [0, 0, 0, 0]])
     fig = images.groups_across_layers_figure(np.zeros((8, 8, 3)), groups)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["image", "layer 0: 4 groups", "layer 1: 2 groups", "layer 2: 1 groups"]
+    assert titles == ["image", "layer 0: 4 groups", "layer 1: 2 groups", "layer 2: 1 group"]
 
 
 def _toy_segment_tree() -> nx.DiGraph:

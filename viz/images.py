@@ -120,7 +120,8 @@ def groups_across_layers_figure(image: np.ndarray, groups: np.ndarray,
     for ax, layer in zip(axes[1:], cols):
         labels = as_label_grid(groups[layer], grid)
         ax.imshow(group_overlay(image, labels, alpha=alpha))
-        ax.set_title(f"layer {layer}: {len(np.unique(labels))} groups", fontsize=9)
+        count = len(np.unique(labels))
+        ax.set_title(f"layer {layer}: {count} group{'s' if count != 1 else ''}", fontsize=9)
     for ax in axes:
         ax.axis("off")
     if title:

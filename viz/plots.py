@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 
 from hiclip.errors import HiCLIPError, located
 
-BASELINE_STYLE = {"linestyle": ":", "linewidth": 1.2}
+BASELINE_COLOURS = ("#7f7f7f", "#bcbd22", "#8c564b", "#e377c2", "#17becf")
+BASELINE_DASHES = (":", "--", "-.", (0, (1, 3)), (0, (5, 2, 1, 2)))
 
 
 def _curves_figure(x: Sequence[float], curves: Mapping[str, Sequence[float]],
@@ -24,19 +25,19 @@ def _curves_figure(x: Sequence[float], curves: Mapping[str, Sequence[float]],
                    title: str | None) -> Figure:
     if not curves:
         raise ValueError("no curves to plot")
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for name, values in curves.items():
         values = np.asarray(values, dtype=float)
         if values.shape != (len(x),):
             raise ValueError(f"curve {name!r} has {values.size} values for {len(x)} x positions")
         ax.plot(x, values, marker="o", markersize=4, label=name)
     for i, (name, value) in enumerate((baselines or {}).items()):
-        ax.axhline(value, color=plt.get_cmap("Greys")(0.45 + 0.1 * (i % 5)), label=name,
-                   **BASELINE_STYLE)
+        ax.axhline(value, color=BASELINE_COLOURS[i % len(BASELINE_COLOURS)], label=name,
+                   linestyle=BASELINE_DASHES[i % len(BASELINE_DASHES)], linewidth=1.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title, fontsize=11)
     fig.tight_layout()

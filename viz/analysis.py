@@ -1,0 +1,209 @@
+"""Run a model on one image and caption and keep what the pictures need.
+
+This is the only module of ``viz`` that touches the model. It turns a ``(model, tokenizer)``
+pair from ``hiclip.load`` into plain arrays:
+
+* :class:`TextAnalysis`: the words and their per-layer links ``(L, n-1)``, with the induced
+  trees (``induction.text_trees``) and the merged constituents at a layer (``viz.links``);
+* :class:`ImageAnalysis`: the image as the model saw it and the grid links ``h (L, H, W-1)``,
+  ``v (L, H-1, W)``, with the per-layer groups and segment tree (``induction.image_groups``);
+* :func:`rank_captions`: candidate captions ranked by the model's image-text similarity.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+import nltk
+import numpy as np
+import torch
+from PIL import Image
+
+from hiclip.errors import HiCLIPError
+from induction import image_groups, text_trees
+from viz.links import merge_tree
+
+DISPLAY_SIZE = 256
+
+
+@dataclass
+class TextAnalysis:
+    """One caption through the text tower.
+
+    Attributes
+    ----------
+    caption : str
+    words : list of str
+        The words the model saw (whitespace tokens, truncated to the context length).
+    links : ndarray of float64, shape (L, n-1)
+        ``links[l, k]``: layer-``l`` link between word ``k`` and ``k+1``.
+    """
+
+    caption: str
+    words: list[str]
+    links: np.ndarray
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.links.shape[0])
+
+    def parse(self, algorithm: str = "tree_transformer", start_layer: int | None = None,
+              **params) -> text_trees.InducedTree:
+        """The induced tree: Tree-Transformer's parser (from ``start_layer`` down; parameters as
+        ``induction.text_trees.tree_transformer_parse``) or the ``"binary"`` lowest-link tree."""
+        if len(self.words) < 2:
+            return text_trees.InducedTree(0, list(self.words), {"name": algorithm})
+        if algorithm == "binary":
+            rows = self.links if start_layer is None else self.links[: start_layer + 1]
+            return text_trees.lowest_link_parse(rows, self.words)
+        if algorithm != "tree_transformer":
+            raise HiCLIPError(f"unknown tree algorithm {algorithm!r}: use tree_transformer or binary")
+        min_layer = params.pop("min_layer", text_trees.DEFAULT_MIN_LAYER)
+        if start_layer is not None:
+            min_layer = min(min_layer, start_layer)
+        return text_trees.tree_transformer_parse(self.links, self.words, start_layer=start_layer,
+                                                 min_layer=min_layer, **params)
+
+    def merged_at(self, layer: int, threshold: float | None = None,
+                  quantile: float | None = None) -> nltk.Tree:
+        """The constituents already merged at ``layer`` (see :func:`viz.links.merge_tree`)."""
+        if len(self.words) < 2:
+            return nltk.Tree("...", list(self.words))
+        return merge_tree(self.words, self.links, layer, threshold, quantile)
+
+
+@dataclass
+class ImageAnalysis:
+    """One image through the vision tower.
+
+    Attributes
+    ----------
+    view : ndarray of float64, shape (S, S, 3) in [0, 1]
+        The image as the model saw it (the evaluation transform's central square crop), at
+        ``DISPLAY_SIZE`` pixels for drawing.
+    h : ndarray of float64, shape (L, H, W-1)
+    v : ndarray of float64, shape (L, H-1, W)
+    """
+
+    view: np.ndarray
+    h: np.ndarray
+    v: np.ndarray
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.h.shape[0])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return int(self.h.shape[1]), int(self.h.shape[2]) + 1
+
+    def groups(self, tau: float = 0.5, quantile: bool = False) -> np.ndarray:
+        """Patch groups at every layer, int64 ``(L, H, W)`` (``induction.image_groups.layer_groups``)."""
+        return image_groups.layer_groups(self.h, self.v, tau, quantile=quantile)
+
+    def segment_tree(self, tau: float = 0.5, quantile: bool = False) -> nx.DiGraph:
+        """The segment tree of :meth:`groups` (parent -> child, node attrs ``layer``/``patches``)."""
+        return image_groups.segment_tree(self.groups(tau, quantile))
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def image_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
+    """The evaluation transform of ``hiclip.data.transforms``: PIL -> normalised (3, S, S)."""
+    from hiclip.data import transforms
+
+    return transforms.eval_transform(image_size)(image.convert("RGB"))
+
+
+def display_view(image: Image.Image, size: int = DISPLAY_SIZE) -> np.ndarray:
+    """What the model sees, at ``size`` pixels: the central square crop of the evaluation
+    transform (shorter side resized, centre cropped), float64 ``(size, size, 3)`` in [0, 1]."""
+    from hiclip.data import transforms
+
+    view = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size)])(image.convert("RGB"))
+    return np.asarray(view, dtype=np.float64) / 255.0
+
+
+@torch.no_grad()
+def analyse_text(model, tokenizer, caption: str) -> TextAnalysis:
+    """Word links of one caption; raises ``HiCLIPError`` for an empty caption."""
+    words = caption.split()
+    if not words:
+        raise HiCLIPError("the caption is empty")
+    batch = tokenizer([caption]).to(_device(model))
+    _, aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+                               return_affinities=True)
+    n = int(batch.n_words[0])
+    links = aff["links"][0, :, : max(n - 1, 0)].float().cpu().numpy().astype(np.float64)
+    return TextAnalysis(caption, words[:n], links)
+
+
+@torch.no_grad()
+def analyse_image(model, image: Image.Image) -> ImageAnalysis:
+    """Grid links of one image; raises ``HiCLIPError`` for a text-only model."""
+    if model.config.vision is None:
+        raise HiCLIPError(f"model {model.config.name!r} is text-only: it has no image links")
+    pixels = image_tensor(image, model.config.vision.image_size)[None].to(_device(model))
+    _, aff = model.encode_image(pixels, return_affinities=True)
+    h = aff["h"][0].float().cpu().numpy().astype(np.float64)
+    v = aff["v"][0].float().cpu().numpy().astype(np.float64)
+    return ImageAnalysis(display_view(image), h, v)
+
+
+@torch.no_grad()
+def rank_captions(model, tokenizer, image: Image.Image, captions: Sequence[str],
+                  batch_size: int = 64) -> list[tuple[str, float]]:
+    """``(caption, cosine similarity)`` for every caption, best first (stable for ties)."""
+    captions = [c for c in captions if c and c.strip()]
+    if not captions:
+        return []
+    device = _device(model)
+    pixels = image_tensor(image, model.config.vision.image_size)[None].to(device)
+    image_features = model.encode_image(pixels, normalize=True)[0]
+    scores: list[float] = []
+    for start in range(0, len(captions), batch_size):
+        batch = tokenizer(list(captions[start:start + batch_size])).to(device)
+        text_features = model.encode_text(batch.input_ids, batch.attention_mask, normalize=True,
+                                          word_ids=batch.word_ids)
+        scores.extend((text_features @ image_features).float().cpu().tolist())
+    order = sorted(range(len(captions)), key=lambda i: -scores[i])
+    return [(captions[i], float(scores[i])) for i in order]
+
+
+@torch.no_grad()
+def text_links_batch(model, tokenizer, captions: Sequence[str], batch_size: int = 64
+                     ) -> list[tuple[list[str], np.ndarray]]:
+    """``(words, links (L, n-1) float64)`` for many captions, encoded ``batch_size`` at a time."""
+    device = _device(model)
+    out: list[tuple[list[str], np.ndarray]] = []
+    for start in range(0, len(captions), batch_size):
+        chunk = list(captions[start:start + batch_size])
+        batch = tokenizer(chunk).to(device)
+        _, aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+                                   return_affinities=True)
+        links = aff["links"].float().cpu().numpy().astype(np.float64)
+        for i, caption in enumerate(chunk):
+            n = int(batch.n_words[i])
+            out.append((caption.split()[:n], links[i, :, : max(n - 1, 0)]))
+    return out
+
+
+@torch.no_grad()
+def image_links_batch(model, pil_images: Sequence[Image.Image], batch_size: int = 32
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(h (L, H, W-1), v (L, H-1, W))`` float64 for many images."""
+    if model.config.vision is None:
+        raise HiCLIPError(f"model {model.config.name!r} is text-only: it has no image links")
+    device = _device(model)
+    size = model.config.vision.image_size
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for start in range(0, len(pil_images), batch_size):
+        pixels = torch.stack([image_tensor(im, size) for im in pil_images[start:start + batch_size]])
+        _, aff = model.encode_image(pixels.to(device), return_affinities=True)
+        h = aff["h"].float().cpu().numpy().astype(np.float64)
+        v = aff["v"].float().cpu().numpy().astype(np.float64)
+        out.extend((h[i], v[i]) for i in range(h.shape[0]))
+    return out
