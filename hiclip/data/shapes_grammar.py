@@ -267,7 +267,8 @@ class _Describer:
             return phrase("PP", word("JJ", "next"), phrase("PP", word("TO", "to"), obj))
         return phrase("PP", word("IN", how), obj)
 
-    def relate(self, key: str, a: int, b: int, rel: str, obj_mention: int, subj_mention: int, obj: Node) -> Node:
+    def relate(self, key: str, rel: str, subj_mention: int, obj_mention: int, obj: Node) -> Node:
+        """A relation PP headed by ``obj``, recording that the subject stands in ``rel`` to it."""
         self.meaning.relations.append((rel, subj_mention, obj_mention))
         return self.relation_pp(key, rel, obj)
 
@@ -349,7 +350,7 @@ class _Describer:
             rel = ch.pick("rel", rels)
             subj, ms = self.group_np(a, definite=definite)
             obj, mo = self.group_np(b, definite=definite)
-            pp = self.relate("rel", a, b, rel, mo, ms, obj)
+            pp = self.relate("rel", rel, ms, mo, obj)
             if form == "np_rel":
                 return self._wrap_np(phrase("NP", subj, pp))
             if form == "s_rel":
@@ -395,8 +396,8 @@ class _Describer:
             subj, ma = self.group_np(a, definite=definite)
             mid, mb = self.group_np(b)
             last, mc = self.group_np(c)
-            inner = phrase("NP", mid, self.relate("rel2", b, c, ch.pick("rel2", rel[(b, c)]), mc, mb, last))
-            pp = self.relate("rel1", a, b, ch.pick("rel1", rel[(a, b)]), mb, ma, inner)
+            inner = phrase("NP", mid, self.relate("rel2", ch.pick("rel2", rel[(b, c)]), mb, mc, last))
+            pp = self.relate("rel1", ch.pick("rel1", rel[(a, b)]), ma, mb, inner)
             if form == "chain":
                 return self._wrap_np(phrase("NP", subj, pp))
             return phrase("S", subj, phrase("VP", self._copula(self._plural(ma)), pp))
@@ -413,7 +414,7 @@ class _Describer:
             second, m2 = self.group_np(b, definite=True)
             obj, mc = self.group_np(c, definite=True)
             self.meaning.relations.append((r, m1, mc))
-            pp = self.relate("rel1", a, c, r, mc, m2, obj)
+            pp = self.relate("rel1", r, m2, mc, obj)
             return phrase("S", self._coordinate([first, second]), phrase("VP", word("VBP", "are"), pp))
         shared = sorted(set(rel[(a, b)]) & set(rel[(a, c)]))
         r = ch.pick("rel1", shared)
@@ -421,7 +422,7 @@ class _Describer:
         first, m1 = self.group_np(b, allow_part=False)
         second, m2 = self.group_np(c)
         self.meaning.relations.append((r, ma, m2))
-        pp = self.relate("rel1", a, b, r, m1, ma, self._coordinate([first, second]))
+        pp = self.relate("rel1", r, ma, m1, self._coordinate([first, second]))
         return self._wrap_np(phrase("NP", subj, pp))
 
 
