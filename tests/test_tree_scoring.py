@@ -360,3 +360,20 @@ def test_real_ptb_right_branching_near_literature(shared_data):
     # published WSJ test (section 23) right-branching sentence F1: 39.5; this is sections 00-01
     assert 35.0 < right.sentence_f1 < 45.0 and left.sentence_f1 < 15.0
     assert right.n_scored == 3914
+
+
+def test_cli_split_filters_predictions_against_a_whole_gold_file(tmp_path, capsys):
+    gold = _write(tmp_path / "gold.txt", DOG + "\n")
+    rows = [{"id": "a", "split": "train", "text": [{"tokens": ["x", "y"], "tree": "(S x y)"}]},
+            {"id": "b", "split": "test", "text": [{"tokens": "the dog chased a cat".split(),
+                                                   "tree": "(S (X the dog) (X chased (X a cat)))"}]}]
+    preds = _write(tmp_path / "pred.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    code = main(["score", "trees", "--gold", str(gold), "--pred", str(preds), "--split", "test",
+                 "--convention", "standard", "--json", "--no-baselines"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["n_scored"] == 1 and out["sentence_f1"] == 100.0 and "baselines" not in out
+    code = main(["score", "trees", "--gold", str(gold), "--pred", str(preds), "--convention", "standard"])
+    assert code == 2 and "2 predicted sentences" in capsys.readouterr().err
+    code = main(["score", "trees", "--gold", str(gold), "--baseline", "left", "--split", "test",
+                 "--convention", "standard"])
+    assert code == 2 and "--split test applies to" in capsys.readouterr().err

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from hiclip.data.trees import FORMATS, TreeRecord, detect_format, read_token_lines, read_trees
+from hiclip.data.trees import FORMATS, SPLIT_FORMATS, TreeRecord, detect_format, read_token_lines, read_trees
 from hiclip.errors import HiCLIPError, SkipReport
 from induction.spans import CONVENTIONS, get_convention
 from induction.tree_scoring import (
@@ -83,7 +83,21 @@ def _fmt(value: str) -> str | None:
 
 def _read(path: str, fmt: str | None, args: argparse.Namespace, tree_key: str | None,
           tokens_path: str | None, report: SkipReport) -> list[TreeRecord]:
-    return read_trees(path, fmt, tokens_path=tokens_path, split=args.split, tree_key=tree_key, report=report)
+    """Read trees; ``--split`` filters the formats whose records name a split (others are whole)."""
+    fmt = fmt or detect_format(path)
+    split = args.split if fmt in SPLIT_FORMATS else None
+    return read_trees(path, fmt, tokens_path=tokens_path, split=split, tree_key=tree_key, report=report)
+
+
+def _check_split(args: argparse.Namespace) -> None:
+    """``--split`` must apply to at least one input, or it would be silently ignored."""
+    if args.split is None:
+        return
+    paths = [(args.gold, args.gold_format), (args.pred, args.pred_format)]
+    formats = [_fmt(f) or detect_format(p) for p, f in paths if p]
+    if not any(f in SPLIT_FORMATS for f in formats):
+        raise HiCLIPError(f"--split {args.split} applies to manifests, prediction JSONL and the VG-NSL .json; "
+                          f"none of the inputs is one ({', '.join(formats)})")
 
 
 class _SplitPolicy(SkipReport):
@@ -137,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     convention = get_convention(args.convention)
     if args.gold_tokens and args.silver:
         raise HiCLIPError("--gold-tokens checks gold trees; it cannot be combined with --silver")
+    _check_split(args)
     preds = None
     if args.pred:
         preds = _read(args.pred, _fmt(args.pred_format), args, args.tree_key, None,

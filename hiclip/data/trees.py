@@ -62,6 +62,7 @@ import nltk
 from hiclip.errors import HiCLIPError, SkipReport, located
 
 FORMATS = ("ptb", "lines", "unlabeled", "vgnsl-json", "manifest", "predictions", "plain")
+SPLIT_FORMATS = ("manifest", "predictions", "vgnsl-json")  # formats whose records name a split
 EMPTY_ELEMENT_TAG = "-NONE-"
 UNLABELED = "X"
 VGNSL_DEFAULT_TREE_KEY = "vgnsl_gold_unlabeled_tree"
@@ -658,7 +659,7 @@ def read_trees(path: str | Path, fmt: str | None = None, *, tokens_path: str | P
         raise HiCLIPError(f"unknown tree format {fmt!r}: use one of {', '.join(FORMATS)}")
     if tokens_path is not None and fmt not in ("lines", "unlabeled"):
         raise HiCLIPError(f"a token file can only be checked against one-tree-per-line formats, not {fmt!r}")
-    if split is not None and fmt not in ("manifest", "predictions", "vgnsl-json"):
+    if split is not None and fmt not in SPLIT_FORMATS:
         raise HiCLIPError(f"--split applies to manifest, predictions and vgnsl-json files, not {fmt!r} ({path})")
     if fmt == "ptb":
         return read_ptb(path)
