@@ -49,10 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     # Parse the command path first, then let the command's module add its own options.
-    known, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(known._module)
+    path = _command_path(argv)
+    if path is None:
+        parser.parse_args(argv)  # usage, help or the error for an incomplete command; exits
+    module = importlib.import_module(next(m for p, m, _ in COMMANDS if p == path))
     parser = build_parser()
-    _attach(parser, known._path, module)
+    _attach(parser, path, module)
     args = parser.parse_args(argv)
     try:
         return int(module.run(args) or 0)
@@ -62,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _command_path(argv: list[str]) -> tuple[str, ...] | None:
+    """The registered command named by the leading words of ``argv`` (None if there is none).
+
+    Found by hand rather than by argparse so that ``--help`` is answered after the command has
+    attached its own options, and so lists them.
+    """
+    words = [a for a in argv if not a.startswith("-")][:2]
+    for path, _, _ in COMMANDS:
+        if tuple(words[: len(path)]) == path:
+            return path
+    return None
 
 
 def _attach(parser: argparse.ArgumentParser, path: tuple[str, ...], module) -> None:
