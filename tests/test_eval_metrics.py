@@ -15,6 +15,15 @@ from hiclip.evaluate import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared, oversubscribed CPU, thread hand-offs dominate tiny ops."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_perfect_similarity_scores_600() -> None:
     owners = [0, 0, 1, 1, 2, 2]
     sim = torch.tensor([[1.0 if o == i else 0.0 for o in owners] for i in range(3)])

@@ -19,6 +19,15 @@ from hiclip.errors import HiCLIPError
 from hiclip.train.config import load_config
 from hiclip.train.loop import TrainHooks, train
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared, oversubscribed CPU, thread hand-offs dominate tiny ops."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 TINY_TEXT = '{"text": {"layers": 2, "width": 32, "heads": 2, "context_length": 16}}'
 
 
@@ -91,14 +100,15 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.timeout(400)
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(corpus, tmp_path) -> None:
+    overrides = [f"model_overrides={TINY_TEXT}", "batch_size=16", "epochs=2", "checkpoint_every=4",
+                 "log_every=2", "keep_checkpoints=3"]
     common = ["--config", "captions-mlm", "--text-corpus", str(corpus), "--threads", "1",
-              "--no-progress", "--set", f"model_overrides={TINY_TEXT}", "--set", "batch_size=16",
-              "--set", "epochs=2", "--set", "checkpoint_every=4", "--set", "log_every=2",
-              "--set", "keep_checkpoints=3"]
+              "--no-progress", *[arg for item in overrides for arg in ("--set", item)]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    reference = tmp_path / "reference"
-    subprocess.run(_hiclip(*common, "--out", str(reference)), check=True, env=env,
-                   capture_output=True, timeout=300)
+    # The uninterrupted reference runs in this process (one thread, like the subprocesses).
+    reference = train(load_config("captions-mlm", overrides, text_corpus=str(corpus),
+                                  progress=False), tmp_path / "reference")
+    assert reference.steps == 48
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(_hiclip(*common, "--out", str(killed), "--set", "throttle_s=0.25"),
@@ -124,7 +134,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(corpus, tmp_path)
     subprocess.run([*_hiclip("--out", str(killed), "--resume", "latest", "--threads", "1",
                              "--no-progress", "--set", "throttle_s=0")],
                    check=True, env=env, capture_output=True, timeout=300)
-    expected, got = _weights(reference / "final"), _weights(killed / "final")
+    expected, got = _weights(reference.final), _weights(killed / "final")
     assert set(expected) == set(got)
     for name in expected:
         assert torch.equal(expected[name], got[name]), name

@@ -1,0 +1,128 @@
+"""Image-text training end to end on a tiny synthetic shapes dataset and a tiny model: every
+HiDeCLIP objective, exact resume of all training state, ``hiclip eval``, and start-up errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hiclip.cli import main as cli
+from hiclip.errors import HiCLIPError
+from hiclip.train.config import load_config
+from hiclip.train.loop import TrainHooks, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared, oversubscribed CPU, thread hand-offs dominate tiny ops."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+TINY = json.dumps({
+    "embed_dim": 32,
+    "text": {"layers": 2, "width": 32, "heads": 2, "context_length": 24},
+    "vision": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "heads": 2},
+})
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    from hiclip.data.shapes import ShapesConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("shapes") / "data"
+    generate_dataset(out, ShapesConfig(n=60, seed=1, image_size=32), workers=1)
+    return out
+
+
+def _config(shapes: Path, *extra: str):
+    return load_config("shapes-tiny", [
+        f"data={shapes}", f"model_overrides={TINY}", "batch_size=8", "epochs=1", "log_every=1",
+        "progress=false", "optim.warmup_steps=2", "loss.nn_weight=0.2", "loss.queue_size=16",
+        "loss.multiview=true", "loss.simsiam_hidden=16", "loss.simsiam_dim=8",
+        "loss.simsiam_predictor_hidden=4", "val_max_samples=12", *extra])
+
+
+def test_all_objectives_train_resume_exactly_and_evaluate(shapes, tmp_path) -> None:
+    steps = 48 // 8  # 60 samples, 80% train
+    reference = train(_config(shapes, "checkpoint_every=2"), tmp_path / "ref")
+    assert reference.steps == steps and reference.skipped_steps == 0
+    records = [json.loads(l) for l in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "loss" in r]
+    assert {"loss_clip", "loss_mlm", "loss_simsiam", "loss_nn", "lr", "samples_per_s"} <= set(logged[-1])
+    assert logged[0]["loss_nn"] == 0.0 and logged[-1]["loss_nn"] > 0  # queue fills after step 1
+    assert any("val_rsum" in r for r in records)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_5(step: int, record: dict) -> None:
+        if step == 5:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(_config(shapes, "checkpoint_every=2"), tmp_path / "cut", hooks=TrainHooks(on_step=stop_at_5))
+    assert (tmp_path / "cut" / "checkpoints" / "latest").resolve().name == "step_4"
+    resumed = train(_config(shapes, "checkpoint_every=2"), tmp_path / "cut", resume="latest")
+    assert resumed.steps == steps
+    expected = load_file(str(reference.final / "model.safetensors"))
+    got = load_file(str(resumed.final / "model.safetensors"))
+    for name, value in expected.items():
+        assert torch.equal(value, got[name]), name
+    state_ref = torch.load(tmp_path / "ref" / "checkpoints" / "latest" / "training_state.pt",
+                           weights_only=True)
+    state_cut = torch.load(tmp_path / "cut" / "checkpoints" / "latest" / "training_state.pt",
+                           weights_only=True)
+    assert torch.equal(state_ref["heads"]["queue"]["features"], state_cut["heads"]["queue"]["features"])
+
+    out = tmp_path / "results.json"
+    assert cli(["eval", "--checkpoint", str(reference.final), "--data", str(shapes),
+                "--split", "test", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["model"]["hierarchy"] is True and results["n_images"] == 6
+    retrieval = results["retrieval"]
+    assert 0 <= retrieval["rsum"] <= 600 and retrieval["n_captions"] == 12
+    assert {"shape", "colour", "mean_top1"} <= set(results["zeroshot"])
+    assert results["zeroshot"]["colour"]["n_classes"] >= 2
+
+
+def test_bf16_accumulation_and_checkpointing_options_run(shapes, tmp_path) -> None:
+    result = train(_config(shapes, "precision=bf16", "accum_steps=2", "grad_checkpointing=true",
+                           "hierarchy=false", "max_steps=2", "val_split=null"), tmp_path / "r")
+    assert result.steps == 2 and result.skipped_steps == 0
+    import hiclip
+
+    model, _ = hiclip.load(result.final)
+    assert model.config.hierarchy is False
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["model=hiclip-huge"], "unknown model 'hiclip-huge'"),
+    (["data=/no/such/folder"], "training data /no/such/folder not found"),
+    (["batch_size=64"], "batch_size 64 is larger than the training set"),
+])
+def test_bad_configuration_fails_at_start(shapes, tmp_path, extra, message) -> None:
+    with pytest.raises(HiCLIPError, match=message):
+        train(_config(shapes, *extra), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_world_size_must_divide_the_batch(shapes, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(HiCLIPError, match="batch_size 8 is not divisible by world size 3"):
+        train(_config(shapes), tmp_path / "run")
+
+
+def test_cli_reports_config_errors_in_one_line(shapes, tmp_path, capsys) -> None:
+    code = cli(["train", "--config", "shapes-tiny", "--data", str(shapes), "--out",
+                str(tmp_path / "x"), "--set", "optim.lr_typo=1"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown config key 'optim.lr_typo'") and "\n" not in err
+    assert cli(["train", "--config", "shapes-tiny", "--data", str(tmp_path / "none"),
+                "--out", str(tmp_path / "y")]) == 2
+    assert "not found" in capsys.readouterr().err
