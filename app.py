@@ -201,8 +201,8 @@ def choose_upload() -> dict | None:
 
 
 def show_svg(svg: str, css_class: str) -> None:
-    """Inline SVG in the page (a horizontally scrollable block)."""
-    st.markdown(f'<div class="{css_class}" style="overflow-x:auto">{svg}</div>',
+    """Inline SVG in the page, scaled down to the column width when wider."""
+    st.markdown(f'<div class="{css_class}">{trees.responsive_svg(svg)}</div>',
                 unsafe_allow_html=True)
 
 

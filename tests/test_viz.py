@@ -265,3 +265,11 @@ def test_merge_tree_builds_constituents_layer_by_layer():
     assert str(links.merge_tree(["x", "y", "z"], dip, 1, threshold=0.5)) == "(... (L0 x y) z)"
     with pytest.raises(ValueError, match="outside"):
         links.merge_tree(words, values, 3)
+
+
+def test_responsive_svg_keeps_a_valid_document():
+    for svg in (trees.tree_svg(PRED), trees.tree_pair_svg(PRED, GOLD)):
+        out = trees.responsive_svg(svg)
+        root = ET.fromstring(out)
+        assert "max-width: 100%" in root.get("style") and root.get("viewBox")
+        assert out.count("<svg") == svg.count("<svg")

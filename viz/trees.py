@@ -160,6 +160,19 @@ def tree_pair_svg(pred: nltk.Tree | str, gold: nltk.Tree | str,
     return figure.get_svg().tostring()
 
 
+def responsive_svg(svg: str) -> str:
+    """The same SVG scaled down to fit its container (``max-width: 100%``, aspect kept through
+    the ``viewBox``), for embedding in HTML pages."""
+    end = svg.index(">")
+    head, rest = svg[:end], svg[end:]
+    rule = "max-width: 100%; height: auto; "
+    if ' style="' in head:
+        head = head.replace(' style="', f' style="{rule}', 1)
+    else:
+        head = head + f' style="{rule.strip()}"'
+    return head + rest
+
+
 # --------------------------------------------------------------------------- matplotlib
 
 
