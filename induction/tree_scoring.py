@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from hiclip.data.trees import TreeRecord, first_difference, normalize_token
+from hiclip.data.trees import TreeRecord, first_difference, tokens_match
 from hiclip.errors import HiCLIPError, SkipReport
 from induction.spans import Convention, Span, constituent_intervals, convention_spans, get_convention, keep_mask
 
@@ -271,10 +271,6 @@ def reduce_gold(record: TreeRecord, convention: Convention) -> GoldSentence:
     return GoldSentence(record, keep, convention_spans(constituent_intervals(record.tree), keep, convention))
 
 
-def _same(a: Sequence[str], b: Sequence[str]) -> bool:
-    return len(a) == len(b) and all(normalize_token(x) == normalize_token(y) for x, y in zip(a, b))
-
-
 def align_prediction(pred_tokens: Sequence[str], gold: GoldSentence) -> np.ndarray | None:
     """The kept-token mask for a predicted tree's leaves, or ``None`` if they do not align.
 
@@ -283,12 +279,12 @@ def align_prediction(pred_tokens: Sequence[str], gold: GoldSentence) -> np.ndarr
     convention keeps. The gold sentence's drop decisions are carried over to the prediction.
     """
     record = gold.record
-    if _same(pred_tokens, record.tokens):
+    if tokens_match(pred_tokens, record.tokens):
         return gold.keep
     surface = record.surface_indices()
-    if len(surface) != len(record.tokens) and _same(pred_tokens, [record.tokens[i] for i in surface]):
+    if len(surface) != len(record.tokens) and tokens_match(pred_tokens, [record.tokens[i] for i in surface]):
         return gold.keep[surface]
-    if _same(pred_tokens, gold.kept):
+    if tokens_match(pred_tokens, gold.kept):
         return np.ones(len(pred_tokens), dtype=bool)
     return None
 
