@@ -3,6 +3,7 @@ HiDeCLIP objective, exact resume of all training state, ``hiclip eval``, and sta
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,11 @@ def test_all_objectives_train_resume_exactly_and_evaluate(shapes, tmp_path) -> N
 
 def test_bf16_accumulation_and_checkpointing_options_run(shapes, tmp_path) -> None:
     result = train(_config(shapes, "precision=bf16", "accum_steps=2", "grad_checkpointing=true",
-                           "hierarchy=false", "max_steps=2", "val_split=null"), tmp_path / "r")
+                           "hierarchy=false", "max_steps=2", "val_split=null", "tensorboard=true"),
+                   tmp_path / "r")
     assert result.steps == 2 and result.skipped_steps == 0
+    assert math.isfinite(result.last_metrics["loss"])
+    assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
     import hiclip
 
     model, _ = hiclip.load(result.final)

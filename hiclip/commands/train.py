@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from hiclip.train.loop import train
 
     result = train(config, out, resume=args.resume, argv=["hiclip", *sys.argv[1:]])
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     summary = {"out": str(result.out), "final": str(result.final), "steps": result.steps,
                "skipped_steps": result.skipped_steps, "wall_s": round(result.wall_s, 1)}
     if result.last_validation:

@@ -21,6 +21,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -184,9 +185,13 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
     run = RunFolder(out, writer=env.is_main)
     module: nn.Module = objective
     if env.distributed:
-        module = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-            broadcast_buffers=False)
+        with warnings.catch_warnings():
+            # Buffers (the NN queue, batch-norm statistics) are identical on every rank by
+            # construction; torch's suggested replacement would still sync them at init.
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*broadcast_buffers")
+            module = nn.parallel.DistributedDataParallel(
+                objective, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+                broadcast_buffers=False)
     optimizer = build_optimizer(objective.named_parameters(), config.optim,
                                 fused=env.device.type == "cuda")
     schedule = WarmupCosine(optimizer, total_steps, config.optim.warmup_steps, config.optim.lr,
