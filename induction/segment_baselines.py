@@ -36,7 +36,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from hiclip.errors import HiCLIPError
-from induction.image_groups import relabel_raster
+from induction.image_groups import relabel_raster, upsample_labels
 
 __all__ = [
     "BASELINES",
@@ -265,7 +265,9 @@ BASELINES: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
 """Baseline name -> ``f(image, n_segments) -> labels``."""
 
 
-def baseline_segments(image: np.ndarray, method: str, n_segments: int) -> np.ndarray:
+def baseline_segments(
+    image: np.ndarray, method: str, n_segments: int, max_side: int | None = None
+) -> np.ndarray:
     """Segment ``image`` into about ``n_segments`` regions with a named baseline.
 
     Parameters
@@ -275,6 +277,10 @@ def baseline_segments(image: np.ndarray, method: str, n_segments: int) -> np.nda
     method : {"grid", "slic", "felzenszwalb", "rag"}
     n_segments : int
         Target number of segments, ``>= 1`` (clipped to the number of pixels).
+    max_side : int, optional
+        When the image's longer side exceeds it, segment a copy resized (anti-aliased) so the
+        longer side is ``max_side``, then map the labels back by nearest upsampling. The
+        searches run several segmentations, which at COCO size (640 x 480) take seconds each.
 
     Returns
     -------
@@ -286,4 +292,14 @@ def baseline_segments(image: np.ndarray, method: str, n_segments: int) -> np.nda
         raise HiCLIPError(f"unknown baseline {method!r}; choose from {', '.join(BASELINES)}")
     if int(n_segments) < 1:
         raise HiCLIPError(f"the number of segments must be >= 1; got {n_segments}")
-    return BASELINES[method](image, int(n_segments))
+    image = np.asarray(image)
+    height, width = image.shape[:2]
+    if max_side is None or max(height, width) <= max_side or method == "grid":
+        return BASELINES[method](image, int(n_segments))
+    from skimage.transform import resize
+
+    scale = max_side / max(height, width)
+    small_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    small = resize(_as_float_rgb(image), small_size + (3,), order=1, anti_aliasing=True)
+    labels = BASELINES[method](small, int(n_segments))
+    return relabel_raster(upsample_labels(labels, (height, width)))

@@ -397,3 +397,27 @@ def test_command_on_generated_shapes_oracle_beats_grid(tmp_path):
     grid = rows_of(result, gt_level="object", method="grid")[0]
     assert model["layer"] in (0, 1) and model["n_images"] == 6
     assert model["miou"] > grid["miou"] + 0.1 and model["ari"] > grid["ari"]
+
+
+def test_command_on_real_coco_tiny(shared_data, tmp_path):
+    """Random monotone links on a 14 x 14 grid over 640 x 4xx COCO images (not multiples)."""
+    from hiclip.data import open_dataset
+
+    coco = shared_data / "coco_tiny" / "tiny_coco"
+    samples = [s for s in open_dataset(coco, split="val", check_trees=False) if "object" in s.masks][:4]
+    rng = np.random.default_rng(0)
+    pred = tmp_path / "coco.jsonl"
+    with pred.open("w") as handle:
+        for s in samples:
+            h = np.cumsum(rng.random((2, 14, 13)) * 0.4, axis=0).clip(0, 1)
+            v = np.cumsum(rng.random((2, 13, 14)) * 0.4, axis=0).clip(0, 1)
+            image = {"grid": [14, 14], "h_links": h.tolist(), "v_links": v.tolist()}
+            handle.write(json.dumps({"id": s.id, "split": s.split, "image": image}) + "\n")
+    result = score_groups.score(args_for(pred, coco, "--split", "val", "--tau", "0.5",
+                                         "--baselines", "grid,felzenszwalb", "--baseline-size", "96"))
+    assert list(result["gt_levels"]) == ["object"]          # 'crowd' only when asked for
+    assert result["gt_levels"]["object"] == 4
+    model = rows_of(result, method="model")[0]
+    felz = rows_of(result, method="felzenszwalb")[0]
+    assert 0.0 <= model["miou"] <= 1.0 and model["n_gt_segments"] > 0
+    assert abs(felz["n_segments"] - model["n_segments"]) <= 0.25 * model["n_segments"] + 2

@@ -65,3 +65,13 @@ def test_greyscale_input_and_unknown_method():
         baseline_segments(image, "grid", 0)
     with pytest.raises(HiCLIPError, match="image"):
         baseline_segments(np.zeros((4, 4, 2)), "slic", 2)
+
+
+def test_max_side_segments_a_smaller_copy_at_full_size():
+    image, gt = blocks_image(96)
+    labels = baseline_segments(image, "felzenszwalb", 4, max_side=32)
+    assert labels.shape == (96, 96) and abs(labels.max() + 1 - 4) <= 1
+    assert score_segmentation(labels, gt).miou > 0.85
+    # at or under the limit nothing changes
+    np.testing.assert_array_equal(baseline_segments(image, "slic", 4, max_side=96),
+                                  baseline_segments(image, "slic", 4))

@@ -35,6 +35,7 @@ from induction.image_groups import (
 )
 from induction.segment_baselines import BASELINES, baseline_segments
 
+NOT_A_LEVEL = ("crowd",)  # mask levels left out unless asked for by --gt-level
 MODEL = "model"
 SNAPPED = "model+superpixels"
 METRICS = ("miou", "ari", "fg_ari", "boundary_recall", "use", "asa", "n_segments", "n_gt_segments")
@@ -52,7 +53,8 @@ DEFINITIONS = {
     "n_gt_segments": "gt segments (label > 0) per image",
     "best": "per gt level, the predicted level with the highest mean mIoU (ties: lower level); "
             "model+superpixels picks its own, baselines follow the model's",
-    "baselines": "run per image at the model's number of segments at that level",
+    "baselines": "run per image at the model's number of segments at that level, on the image "
+                 "resized to --baseline-size px on the longer side, labels upsampled back",
 }
 
 
@@ -64,9 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", choices=("best", "all"), default="best",
                         help="report the best predicted level only, or every level plus the best")
     parser.add_argument("--gt-level", nargs="+", default=None, metavar="LEVEL",
-                        help="ground-truth mask levels to score against (default: all present)")
+                        help="ground-truth mask levels to score against (default: all present "
+                             "except COCO's 'crowd' regions, which are not a segmentation level)")
     parser.add_argument("--baselines", default="grid,slic,felzenszwalb,rag",
                         help=f"comma-separated from {','.join(BASELINES)}; '' or 'none' for none")
+    parser.add_argument("--baseline-size", type=int, default=256, metavar="PX",
+                        help="run baselines on a copy with the longer side at most PX, labels "
+                             "upsampled back (default 256; 0 = full size)")
     parser.add_argument("--snap-superpixels", action="store_true",
                         help="also score the groups snapped to SLIC superpixels")
     parser.add_argument("--superpixels", type=int, default=100,
@@ -276,6 +282,8 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise HiCLIPError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+    if args.baseline_size < 0:
+        raise HiCLIPError(f"--baseline-size must be >= 0; got {args.baseline_size}")
     if args.quantile and args.tau is None:
         raise HiCLIPError("--quantile needs --tau")
     preds = read_predictions(args.pred, args.split, args.tau, args.quantile)
@@ -290,7 +298,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
                       f"({len(missing)} of {len(preds)} records unmatched)")
 
     available = sorted({level for p in preds for level in truth[p.id].masks})
-    gt_levels = args.gt_level or available
+    gt_levels = args.gt_level or [g for g in available if g not in NOT_A_LEVEL] or available
     absent = [g for g in gt_levels if g not in available]
     if absent:
         raise HiCLIPError(f"{args.data}: no masks of level(s) {', '.join(absent)}; "
@@ -329,7 +337,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
                            else [lvl for lvl in [best[(g, MODEL)]] if lvl is not None])
                        for g in gt_levels}
     if baselines:
-        _score_baselines(kept, baselines, baseline_levels, collected)
+        _score_baselines(kept, baselines, baseline_levels, collected, args.baseline_size or None)
 
     rows: list[dict[str, Any]] = []
     for g in gt_levels:
@@ -360,6 +368,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         "gt_levels": {g: int(sum(1 for _, _, m in kept if g in m)) for g in gt_levels},
         "best_level": {g: best[(g, MODEL)] for g in gt_levels},
         "methods": methods + baselines,
+        "baseline_size": args.baseline_size or None,
         "definitions": DEFINITIONS,
         "rows": rows,
     }
@@ -397,6 +406,7 @@ def _score_baselines(
     baselines: list[str],
     baseline_levels: dict[str, list[int]],
     collected: _Collected,
+    max_side: int | None,
 ) -> None:
     """Score every baseline at the model's per-image number of segments of each needed level."""
     for pred, gt, masks in kept:
@@ -409,7 +419,7 @@ def _score_baselines(
             for level in wanted:
                 k = collected.model_k[(pred.id, level)]
                 if k not in cache:
-                    cache[k] = baseline_segments(image, method, k)
+                    cache[k] = baseline_segments(image, method, k, max_side=max_side)
                 for g, mask in masks.items():
                     if level in baseline_levels[g]:
                         collected.add(g, method, level, score_segmentation(cache[k], mask))
