@@ -172,3 +172,28 @@ def test_stand_in_checkpoint_when_folder_is_empty(app_env, tmp_path, monkeypatch
     assert (stand_in / "model.safetensors").is_file()
     assert "hiclip-tree-layer" in _svgs(at)
     st.cache_resource.clear()
+
+
+def test_hiclip_app_command_line(tmp_path, capsys):
+    """``hiclip app``'s streamlit invocation and environment (serving itself is the browser test)."""
+    import argparse
+
+    from hiclip.cli import main
+    from hiclip.commands import app as app_command
+
+    parser = argparse.ArgumentParser()
+    app_command.add_arguments(parser)
+    args = parser.parse_args(["--checkpoints", str(tmp_path), "--data", "a", "--data", "b", "--port", "9999"])
+    command = app_command.streamlit_command(args)
+    assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("app.py")
+    options = dict(zip(command[5::2], command[6::2]))
+    assert options["--server.headless"] == "true"
+    assert options["--server.address"] == "127.0.0.1" and options["--server.port"] == "9999"
+    env = app_command.app_environment(args)
+    assert env["HICLIP_CHECKPOINTS"] == str(tmp_path.resolve())
+    assert env["HICLIP_APP_DATA"].split(__import__("os").pathsep) == [
+        str(Path("a").resolve()), str(Path("b").resolve())]
+    assert main(["app", "--checkpoints", str(tmp_path / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["app", "--port", "0"]) == 2
+    assert "--port must be in 1..65535" in capsys.readouterr().err
