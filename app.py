@@ -159,7 +159,8 @@ def choose_sample() -> dict | None:
             masks[level] = sample.load_mask(level)
         except HiCLIPError as error:
             st.warning(f"mask {level} of {sample.id}: {error}")
-    candidates = tuple(dict.fromkeys(data.captions()))[:MAX_CANDIDATES]
+    # the sample's own captions first, so they are among the candidates whatever the cap
+    candidates = tuple(dict.fromkeys([*sample.captions, *data.captions()]))[:MAX_CANDIDATES]
     return {"key": f"{label}::{sample.id}", "title": sample.id, "image": image,
             "caption": sample.captions[index], "gold_tree": sample.trees[index] if sample.trees else None,
             "masks": masks, "true_captions": set(sample.captions), "candidates": candidates}

@@ -197,3 +197,19 @@ def test_hiclip_app_command_line(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main(["app", "--port", "0"]) == 2
     assert "--port must be in 1..65535" in capsys.readouterr().err
+
+
+def test_coco_tiny_from_the_real_data_root(shared_data, app_env, monkeypatch):
+    coco = shared_data / "coco_tiny" / "tiny_coco"
+    if not coco.is_dir():
+        pytest.skip(f"coco_tiny not found under {shared_data}")
+    monkeypatch.setenv("HICLIP_DATA", str(shared_data))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    label = next(o for o in at.selectbox(key="dataset").options if o.startswith("COCO tiny"))
+    at.selectbox(key="dataset").set_value(label).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert set(_svgs(at)) == {"hiclip-tree-layer", "hiclip-tree-full"}
+    assert "gold" not in _svgs(at)["hiclip-tree-full"]          # COCO captions carry no trees
+    at.radio(key="view").set_value("Retrieval").run()
+    retrieval = at.dataframe[0].value
+    assert len(retrieval) == 200 and (retrieval["true"] == "yes").sum() >= 5
