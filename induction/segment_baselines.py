@@ -102,7 +102,11 @@ def grid_segments(image: np.ndarray, n_segments: int) -> np.ndarray:
 
 
 def slic_segments(
-    image: np.ndarray, n_segments: int, compactness: float = 10.0, max_tries: int = 8
+    image: np.ndarray,
+    n_segments: int,
+    compactness: float = 10.0,
+    max_tries: int = 8,
+    tolerance: float = 0.02,
 ) -> np.ndarray:
     """SLIC superpixels with ``n_segments`` adjusted until the result has about ``k``.
 
@@ -115,6 +119,8 @@ def slic_segments(
     compactness : float
     max_tries : int
         Number of SLIC runs at most.
+    tolerance : float
+        Stop as soon as the count is within ``floor(tolerance * k)`` of ``k`` (exact below 50).
 
     Returns
     -------
@@ -139,7 +145,7 @@ def slic_segments(
         got = _count(labels)
         if best_err is None or abs(got - k) < best_err:
             best, best_err = labels, abs(got - k)
-        if got == k:
+        if abs(got - k) <= int(tolerance * k):
             break
         if got < k:
             low = max(low, asked + 1)
@@ -156,7 +162,11 @@ def slic_segments(
 
 
 def felzenszwalb_segments(
-    image: np.ndarray, n_segments: int, sigma: float = 0.8, max_tries: int = 14
+    image: np.ndarray,
+    n_segments: int,
+    sigma: float = 0.8,
+    max_tries: int = 14,
+    tolerance: float = 0.02,
 ) -> np.ndarray:
     """Felzenszwalb-Huttenlocher segments with ``scale`` bisected to reach about ``k``.
 
@@ -169,6 +179,8 @@ def felzenszwalb_segments(
         Gaussian pre-smoothing.
     max_tries : int
         Bisection steps on ``log(scale)`` over ``[1e-3, 1e5]``.
+    tolerance : float
+        Stop as soon as the count is within ``floor(tolerance * k)`` of ``k`` (exact below 50).
 
     Returns
     -------
@@ -189,7 +201,7 @@ def felzenszwalb_segments(
         got = _count(labels)
         if best_err is None or abs(got - k) < best_err:
             best, best_err = labels, abs(got - k)
-        if got == k:
+        if abs(got - k) <= int(tolerance * k):
             break
         if got > k:  # too many segments: larger scale
             lo = mid
