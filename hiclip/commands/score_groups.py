@@ -3,15 +3,17 @@
 For every prediction record (``image.groups`` with ``image.grid``, or ``image.label_maps``
 PNGs, or, with ``--tau``, groups recomputed from ``image.h_links``/``image.v_links``), each
 predicted level (layer 0 = lowest) is upsampled to the mask size and scored against every
-ground-truth level the dataset has (synthetic shapes: part, object, group; COCO: instances)
+ground-truth level the dataset has (synthetic shapes: part, object, group; COCO: object)
 with best-match mIoU, ARI, foreground ARI, boundary recall at 2 px, under-segmentation error,
 achievable segmentation accuracy and the number of segments (``induction.group_metrics``).
+Ground truth is read with ``hiclip.data.open_dataset``; samples without masks are counted and
+left out.
 
 The *best level* is, per ground-truth level, the predicted level with the highest mean
 best-match mIoU over images (ties: the lower level); the snapped variant
-(``--snap-superpixels``) picks its own, baselines follow the model's. Baselines (``--baselines``) are run
-per image at the number of segments the model predicted for that image at that level (at the
-best level with ``--level best``; at every level with ``--level all``).
+(``--snap-superpixels``) picks its own, baselines follow the model's. Baselines
+(``--baselines``) run per image at the number of segments the model predicted for that image
+at that level (at the best level with ``--level best``; at every level with ``--level all``).
 """
 from __future__ import annotations
 
