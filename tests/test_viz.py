@@ -224,7 +224,12 @@ def test_segment_tree_figure_with_and_without_thumbnails():
     fig = images.segment_tree_figure(tree, min_layer=0)
     assert sorted(t.get_text() for t in fig.axes[0].texts) == ["1", "1", "2", "2", "4"]
     thumb = images.segment_thumbnail(np.zeros((8, 8, 3)), [0], (2, 2), size=4)
-    assert thumb.shape == (4, 4, 3) and thumb[0, 0].max() == 0.0 and thumb[3, 3].min() > 0.8
+    assert thumb.shape == (4, 4, 3)
+    assert thumb[0, 0].max() == 0.0                               # inside the segment: the image
+    assert np.allclose(thumb[1, 1], images.SEGMENT_OUTLINE)       # its edge: outlined
+    assert np.allclose(thumb[3, 3], 0.7)                          # outside: faded towards white
+    whole = images.segment_thumbnail(np.zeros((8, 8, 3)), [0, 1, 2, 3], (2, 2), size=4)
+    assert whole.max() == 0.0                                      # the root has no outline
 
 
 # ----------------------------------------------------------------------------- save
@@ -273,3 +278,12 @@ def test_responsive_svg_keeps_a_valid_document():
         root = ET.fromstring(out)
         assert "max-width: 100%" in root.get("style") and root.get("viewBox")
         assert out.count("<svg") == svg.count("<svg")
+
+
+def test_segment_tree_figure_names_an_added_root():
+    groups = np.array([[0, 1, 2, 3], [0, 0, 1, 1]])     # two groups at the top layer
+    from induction.image_groups import segment_tree
+
+    fig = images.segment_tree_figure(segment_tree(groups), min_layer=0)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["layer 0", "layer 1", "whole image"]

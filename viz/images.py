@@ -22,6 +22,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from skimage.segmentation import mark_boundaries
 
 _GOLDEN = 0.618033988749895
+SEGMENT_OUTLINE = (0.84, 0.15, 0.16)
 
 
 def image_to_float(image: np.ndarray) -> np.ndarray:
@@ -192,15 +193,19 @@ def hierarchy_layout(tree: nx.DiGraph) -> dict:
 
 def segment_thumbnail(image: np.ndarray, patches: Sequence[int], grid: tuple[int, int],
                       size: int = 48) -> np.ndarray:
-    """The image with everything outside ``patches`` faded to white, ``(size, size, 3)`` float."""
+    """The image with everything outside ``patches`` faded towards white and the segment
+    outlined, ``(size, size, 3)`` float in [0, 1]."""
     rgb = image_to_float(image)
     mask = np.zeros(grid[0] * grid[1], dtype=bool)
     mask[np.asarray(list(patches), dtype=int)] = True
     pixel_mask = upsample_labels(mask.reshape(grid), rgb.shape[:2])
-    faded = np.where(pixel_mask[..., None], rgb, 0.15 * rgb + 0.85)
+    faded = np.where(pixel_mask[..., None], rgb, 0.3 * rgb + 0.7)
     rows = (np.arange(size) * rgb.shape[0]) // size
     cols = (np.arange(size) * rgb.shape[1]) // size
-    return faded[rows[:, None], cols[None, :]]
+    small, small_mask = faded[rows[:, None], cols[None, :]], pixel_mask[rows[:, None], cols[None, :]]
+    if small_mask.all():
+        return small
+    return mark_boundaries(small, small_mask.astype(np.int64), color=SEGMENT_OUTLINE, mode="inner")
 
 
 def restrict_layers(tree: nx.DiGraph, min_layer: int) -> nx.DiGraph:
@@ -252,7 +257,7 @@ def segment_tree_figure(tree: nx.DiGraph, image: np.ndarray | None = None,
     for node, (x, y) in pos.items():
         patches = shown.nodes[node]["patches"]
         if thumbs:
-            box = OffsetImage(segment_thumbnail(image, patches, grid), zoom=0.75)
+            box = OffsetImage(segment_thumbnail(image, patches, grid), zoom=0.9)
             ax.add_artist(AnnotationBbox(box, (x, y), frameon=True, pad=0.1, zorder=3))
         else:
             ax.scatter([x], [y], s=40 + 8 * len(patches), color="#4575b4", zorder=3)
@@ -261,8 +266,13 @@ def segment_tree_figure(tree: nx.DiGraph, image: np.ndarray | None = None,
     xs = [p[0] for p in pos.values()]
     ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
     ax.set_ylim(min(layers) - 0.8, max(layers) + 0.8)
+    roots = [n for n in shown if shown.in_degree(n) == 0]
+    others = [shown.nodes[n]["layer"] for n in shown if n not in roots]
+    # segment_tree adds a root one layer above the top when the top layer has several groups
+    added_root = (len(roots) == 1 and others and shown.nodes[roots[0]]["layer"] > max(others))
     ax.set_yticks(layers)
-    ax.set_yticklabels([f"layer {l}" for l in layers])
+    ax.set_yticklabels(["whole image" if added_root and l == layers[-1] else f"layer {l}"
+                        for l in layers])
     ax.set_xticks([])
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
