@@ -34,12 +34,13 @@ metric               definition and treatment of gt 0
 ===================  =========================================================================
 
 Undefined values are NaN and averages skip them: ``miou`` and ``fg_ari`` with no foreground,
-``boundary_recall`` with no gt boundary. All scores come from one contingency table
-(``np.bincount`` on combined labels), so 1,000 images of 64 x 64 score in well under a second
-or two, boundary recall's distance transform being the largest cost.
+``boundary_recall`` with no gt boundary. The region scores come from one contingency table
+(``np.bincount`` on combined labels) and boundary recall from shifted boolean maps, so 1,000
+images of 64 x 64 score in about a second on one core.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Iterable
 
@@ -226,8 +227,27 @@ def boundary_recall(pred: np.ndarray, gt: np.ndarray, tolerance: float = 2.0) ->
     pred_edges = boundary_map(pred)
     if not pred_edges.any():
         return 0.0
-    distance = distance_transform_edt(~pred_edges)
-    return float((distance[gt_edges] <= tolerance).mean())
+    return float(_dilate_disk(pred_edges, tolerance)[gt_edges].mean())
+
+
+def _dilate_disk(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Pixels within Euclidean distance ``radius`` of a True pixel of ``mask``.
+
+    For small radii (the 2 px of boundary recall) OR-ing the ~pi r^2 shifted copies is several
+    times faster than a distance transform; larger radii use ``distance_transform_edt``.
+    """
+    r = int(math.floor(radius))
+    if r > 6:
+        return distance_transform_edt(~mask) <= radius
+    height, width = mask.shape
+    padded = np.zeros((height + 2 * r, width + 2 * r), dtype=bool)
+    padded[r : r + height, r : r + width] = mask
+    out = np.zeros_like(mask)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dy * dy + dx * dx <= radius * radius:
+                out |= padded[r + dy : r + dy + height, r + dx : r + dx + width]
+    return out
 
 
 def score_segmentation(pred: np.ndarray, gt: np.ndarray, tolerance: float = 2.0) -> GroupScores:

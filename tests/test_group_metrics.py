@@ -421,3 +421,15 @@ def test_command_on_real_coco_tiny(shared_data, tmp_path):
     felz = rows_of(result, method="felzenszwalb")[0]
     assert 0.0 <= model["miou"] <= 1.0 and model["n_gt_segments"] > 0
     assert abs(felz["n_segments"] - model["n_segments"]) <= 0.25 * model["n_segments"] + 2
+
+
+@pytest.mark.parametrize("tolerance", [0, 1, 1.5, 2, 3, 7.5])
+def test_boundary_recall_equals_distance_transform_definition(tolerance):
+    from scipy.ndimage import distance_transform_edt
+
+    rng = np.random.default_rng(int(tolerance * 10))
+    gt = np.kron(rng.integers(0, 3, (5, 6)), np.ones((7, 5), dtype=int))
+    pred = np.kron(rng.integers(0, 4, (6, 5)), np.ones((6, 6), dtype=int))[:35, :30]
+    distance = distance_transform_edt(~boundary_map(pred))
+    expected = (distance[boundary_map(gt)] <= tolerance).mean()
+    assert boundary_recall(pred, gt, tolerance) == pytest.approx(expected)
