@@ -1,12 +1,19 @@
-"""Class-agnostic group metrics against hand-computed values and scikit-learn."""
+"""Class-agnostic group metrics (hand-computed values, scikit-learn parity) and the
+``hiclip score groups`` command end to end."""
 from __future__ import annotations
 
+import argparse
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
+from hiclip import cli
+from hiclip.commands import score_groups
 from hiclip.errors import HiCLIPError
 from induction.group_metrics import (
     GroupScores,
@@ -21,6 +28,7 @@ from induction.group_metrics import (
     score_segmentation,
     under_segmentation_error,
 )
+from induction.image_groups import layer_groups, save_label_map_png
 
 # 2 x 4 maps. gt: background (0) on the left half, object 1 top right, object 2 bottom right.
 GT = np.array([[0, 0, 1, 1],
@@ -156,16 +164,6 @@ def test_mismatched_or_bad_inputs_are_user_errors():
 # ---------------------------------------------------------------------------------------------
 # `hiclip score groups` end to end, on a dataset and predictions written here
 # ---------------------------------------------------------------------------------------------
-import argparse  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from PIL import Image  # noqa: E402
-
-from hiclip import cli  # noqa: E402
-from hiclip.commands import score_groups  # noqa: E402
-from induction.image_groups import save_label_map_png  # noqa: E402
-
 PATCH = 8  # pixels per patch side; images are 4 x 4 patches = 32 x 32 pixels
 # patch-level gt: object 1 top-left 2x2 patches, object 2 top-right, background the lower half
 OBJECT = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [0, 0, 0, 0], [0, 0, 0, 0]])
@@ -215,8 +213,6 @@ def write_dataset(root: Path, n: int = 3) -> list[str]:
 
 def write_predictions(path: Path, ids: list[str], **override) -> None:
     h, v = layered_links()
-    from induction.image_groups import layer_groups
-
     groups = layer_groups(h, v, 0.5).reshape(3, -1)
     with path.open("w") as handle:
         for sid in ids:
@@ -298,8 +294,6 @@ def test_command_table_and_json_via_cli(toy, capsys):
 def test_command_reads_label_map_pngs_and_recomputes_from_links(tmp_path, toy):
     pred, data, ids = toy
     h, v = layered_links()
-    from induction.image_groups import layer_groups
-
     groups = layer_groups(h, v, 0.5)
     # pixel-level maps for layer 0 and 1, a patch-level map for layer 2
     save_label_map_png(pixels(groups[0]), tmp_path / "labels" / "l0.png")
