@@ -92,30 +92,3 @@ def image_links(model, images: Sequence[Image.Image], batch_size: int = 64,
         if progress is not None:
             progress(len(chunk))
     return out
-
-
-def crop_box(width: int, height: int) -> tuple[int, int, int, int]:
-    """The square the evaluation transform keeps of a ``width`` x ``height`` image.
-
-    Returns ``(left, top, side, side)`` in the original pixel coordinates: the shorter side is
-    resized to the model's input and the centre square is cropped, so the patch grid covers
-    exactly this square.
-    """
-    side = min(width, height)
-    return (width - side) // 2, (height - side) // 2, side, side
-
-
-def patch_labels_to_pixels(patch_labels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Patch labels (H, W) -> pixel labels (height, width) of the original image.
-
-    Pixels inside the centre crop take the patch under them; pixels outside it (non-square images)
-    take the nearest patch on the crop's border, so no pixel is left unlabelled.
-    """
-    patch_labels = np.asarray(patch_labels)
-    grid_h, grid_w = patch_labels.shape
-    left, top, side, _ = crop_box(width, height)
-    ys = (np.arange(height) + 0.5 - top) * grid_h / side
-    xs = (np.arange(width) + 0.5 - left) * grid_w / side
-    rows = np.clip(np.floor(ys).astype(np.int64), 0, grid_h - 1)
-    cols = np.clip(np.floor(xs).astype(np.int64), 0, grid_w - 1)
-    return patch_labels[rows[:, None], cols[None, :]]

@@ -501,19 +501,25 @@ def single_linkage(
 # ---------------------------------------------------------------------------------------------
 # Pixels
 # ---------------------------------------------------------------------------------------------
-def upsample_labels(patch_labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def upsample_labels(patch_labels: np.ndarray, size: tuple[int, int], centre_crop: bool = False) -> np.ndarray:
     """Nearest upsampling of a patch label grid to an image of ``size = (height, width)``.
 
-    Each pixel takes the label of the patch under its centre, assuming the patch grid covers
-    the whole image (the image was resized, not cropped, to the model's input): pixel row ``y``
-    maps to patch row ``floor((y + 0.5) * H / height)``. Works for any size, multiple of the
-    grid or not (e.g. 8 patches over 60 pixels: rows of 7 or 8 pixels).
+    Each pixel takes the label of the patch under its centre. By default the patch grid covers
+    the whole image (the image was resized, not cropped): pixel row ``y`` maps to patch row
+    ``floor((y + 0.5) * H / height)``. Works for any size, multiple of the grid or not (e.g. 8
+    patches over 60 pixels: rows of 7 or 8 pixels).
+
+    With ``centre_crop=True`` the grid covers the centre square of side ``min(height, width)``,
+    which is what the model saw through the evaluation transform (shorter side resized, centre
+    crop); pixels outside that square (non-square images) take the nearest border patch.
 
     Parameters
     ----------
     patch_labels : ndarray of int, shape (H, W)
     size : (int, int)
         ``(height, width)`` of the image in pixels, each ``>= 1``.
+    centre_crop : bool
+        Map the grid onto the centre square instead of the whole image.
 
     Returns
     -------
@@ -526,8 +532,14 @@ def upsample_labels(patch_labels: np.ndarray, size: tuple[int, int]) -> np.ndarr
     if height < 1 or width < 1:
         raise HiCLIPError(f"image size must be positive; got {size}")
     grid_h, grid_w = patch_labels.shape
-    rows = np.minimum(((2 * np.arange(height) + 1) * grid_h) // (2 * height), grid_h - 1)
-    cols = np.minimum(((2 * np.arange(width) + 1) * grid_w) // (2 * width), grid_w - 1)
+    if centre_crop:
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        rows = np.clip(((2 * (np.arange(height) - top) + 1) * grid_h) // (2 * side), 0, grid_h - 1)
+        cols = np.clip(((2 * (np.arange(width) - left) + 1) * grid_w) // (2 * side), 0, grid_w - 1)
+    else:
+        rows = np.minimum(((2 * np.arange(height) + 1) * grid_h) // (2 * height), grid_h - 1)
+        cols = np.minimum(((2 * np.arange(width) + 1) * grid_w) // (2 * width), grid_w - 1)
     return patch_labels[rows[:, None], cols[None, :]]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from hiclip.errors import HiCLIPError
 from induction import image_groups, text_trees
-from induction.affinities import image_links, patch_labels_to_pixels, text_links
+from induction.affinities import image_links, text_links
 
 
 @dataclass
@@ -123,7 +123,7 @@ def _image_entry(h: np.ndarray, v: np.ndarray, options: GroupOptions, image=None
         maps = {}
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)
         for layer in range(n_layers):
-            label_map = patch_labels_to_pixels(layers[layer], image.width, image.height)
+            label_map = image_groups.upsample_labels(layers[layer], (image.height, image.width), centre_crop=True)
             if options.snap_superpixels:
                 label_map = image_groups.snap_to_superpixels(label_map, pixels, options.n_superpixels,
                                                              options.compactness)

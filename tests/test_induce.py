@@ -11,8 +11,7 @@ import pytest
 import hiclip
 from hiclip.cli import main
 from hiclip.data import open_dataset
-from induction.affinities import crop_box, patch_labels_to_pixels
-from induction.image_groups import load_label_map_png, tree_from_json
+from induction.image_groups import load_label_map_png, tree_from_json, upsample_labels
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +93,7 @@ def test_induce_text_file_empty_line_is_located_error(setup, tmp_path, capsys):
 
 def test_patch_labels_follow_the_centre_crop():
     labels = np.arange(4).reshape(2, 2)
-    assert crop_box(6, 4) == (1, 0, 4, 4)
-    pixels = patch_labels_to_pixels(labels, 6, 4)
+    pixels = upsample_labels(labels, (4, 6), centre_crop=True)
     # Columns 1-2 lie on the left patch column, 3-4 on the right; the margins take the border patch.
     assert pixels.shape == (4, 6)
     assert pixels[0].tolist() == [0, 0, 0, 1, 1, 1]

@@ -257,7 +257,8 @@ class _Collected:
 def _pixel_map(pred: PredictedGroups, index: int, size: tuple[int, int], path: Path) -> np.ndarray:
     array = pred.levels[index]
     if pred.patch_level[index]:
-        return upsample_labels(array, size)
+        # The model saw the centre square of the image (hiclip.data.transforms.eval_transform).
+        return upsample_labels(array, size, centre_crop=True)
     if array.shape != size:
         raise located(path, pred.line, f"label map of level {pred.layers[index]} is {array.shape[1]}x"
                                        f"{array.shape[0]} (WxH); the masks of {pred.id!r} are "
