@@ -99,24 +99,30 @@ def group_prior(h_links: Tensor, v_links: Tensor, combine: str = "mean", eps: fl
     dtype = _prior_dtype(h_links)
     row_prefix = F.pad(h_links.to(dtype).clamp_min(eps).log().cumsum(-1), (1, 0))  # (..., H, W)
     col_prefix = F.pad(v_links.to(dtype).clamp_min(eps).log().cumsum(-2), (0, 0, 1, 0))  # (..., H, W)
-    row = _segment_logs(row_prefix)  # [r, c1, c2]: along row r between columns c1 and c2
+    row = _segment_logs(row_prefix)  # [r, c1, c2]: log-product along row r between columns c1 and c2
     col = _segment_logs(col_prefix.transpose(-1, -2))  # [c, r1, r2]: along column c between rows
+    if combine == "mean":
+        row, col = row.exp(), (col - math.log(2.0)).exp()  # the 1/2 of the mean folded into one factor
+    elif combine == "geometric":
+        row, col = (0.5 * row).exp(), (0.5 * col).exp()
+    else:
+        row, col = row.exp(), col.exp()
+    # Exponentiate the small (N^1.5) segment tensors, then combine them by broadcasting into the
+    # (r1, c1, r2, c2) result: fewer passes over the (N x N) prior than exponentiating log-sums.
     nb = row.dim() - 3
     batch = list(range(nb))
-    # Result indices (r1, c1, r2, c2).
-    col_r1_r2_c = col.permute(*batch, nb + 1, nb + 2, nb)  # [r1, r2, c]
-    col_r1_c_r2 = col.permute(*batch, nb + 1, nb, nb + 2)  # [r1, c, r2]
-    row_c_r_c = row.permute(*batch, nb + 1, nb, nb + 2)  # [c1, r, c2]
-    hv = row.unsqueeze(-2) + col_r1_r2_c.unsqueeze(-3)  # row r1 (c1->c2), then column c2 (r1->r2)
-    vh = col_r1_c_r2.unsqueeze(-1) + row_c_r_c.unsqueeze(-4)  # column c1 (r1->r2), then row r2
+    row_r1_c1_c2 = row.unsqueeze(-2)  # [r1, c1, ., c2]
+    col_r1_r2_c2 = col.permute(*batch, nb + 1, nb + 2, nb).unsqueeze(-3)  # [r1, ., r2, c2]
+    col_r1_c1_r2 = col.permute(*batch, nb + 1, nb, nb + 2).unsqueeze(-1)  # [r1, c1, r2, .]
+    row_c1_r2_c2 = row.permute(*batch, nb + 1, nb, nb + 2).unsqueeze(-4)  # [., c1, r2, c2]
+    hv = row_r1_c1_c2 * col_r1_r2_c2  # row r1 from c1 to c2, then column c2 from r1 to r2
     if combine == "mean":
-        prior = 0.5 * (hv.exp() + vh.exp())
-    elif combine == "max":
-        prior = torch.maximum(hv, vh).exp()
-    elif combine == "min":
-        prior = torch.minimum(hv, vh).exp()
+        prior = torch.addcmul(hv, col_r1_c1_r2, row_c1_r2_c2)  # (hv + vh) / 2: col is already halved
+    elif combine == "geometric":
+        prior = hv * col_r1_c1_r2 * row_c1_r2_c2
     else:
-        prior = (0.5 * (hv + vh)).exp()
+        vh = col_r1_c1_r2 * row_c1_r2_c2  # column c1 from r1 to r2, then row r2 from c1 to c2
+        prior = torch.maximum(hv, vh) if combine == "max" else torch.minimum(hv, vh)
     return prior.reshape(*prior.shape[:nb], H * W, H * W)
 
 
@@ -197,9 +203,10 @@ def accumulate_links(previous: Tensor | None, current: Tensor) -> Tensor:
 class ChainAffinity(nn.Module):
     """Neighbour affinity over a chain of tokens (Tree-Transformer "group attention").
 
-    Own LayerNorm, single-head full-width ``q``/``k`` with bias, scores only between adjacent
-    tokens whose gap is valid, softmax over each token's valid neighbours (a token with one
-    valid neighbour puts ``p = 1`` on it), symmetric link, hierarchical constraint.
+    Own LayerNorm, single-head full-width ``q`` (with bias) and ``k`` (a key bias would cancel in
+    the neighbour softmax, so ``k`` has none), scores only between adjacent tokens whose gap is
+    valid, softmax over each token's valid neighbours (a token with one valid neighbour puts
+    ``p = 1`` on it), symmetric link, hierarchical constraint.
 
     Parameters
     ----------
@@ -214,9 +221,14 @@ class ChainAffinity(nn.Module):
     def __init__(self, width: int, scale: float | None = None, eps: float = 1e-6, ln_eps: float = 1e-5) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(width, eps=ln_eps)
-        self.qk = nn.Linear(width, 2 * width)
+        self.q = nn.Linear(width, width)
+        self.k = nn.Linear(width, width, bias=False)  # a key bias cancels in the neighbour softmax
         self.scale = 1.0 / width if scale is None else float(scale)
         self.eps = eps
+
+    def queries_and_keys(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(r, h)`` with ``r_u . h_v = q_u . k_v`` (see :func:`_neighbour_queries`)."""
+        return _neighbour_queries(self.norm(x), self.q, self.k, self.scale)
 
     def forward(self, x: Tensor, gap_valid: Tensor, previous: Tensor | None = None) -> Tensor:
         """Links of this layer.
@@ -235,12 +247,25 @@ class ChainAffinity(nn.Module):
         links : Tensor, shape (B, N-1)
             In ``(0, 1]`` on valid gaps, 0 elsewhere; never smaller than ``previous``.
         """
-        q, k = self.qk(self.norm(x)).chunk(2, dim=-1)
-        forward_scores = (q[:, :-1] * k[:, 1:]).sum(-1) * self.scale  # token k -> k+1
-        backward_scores = (q[:, 1:] * k[:, :-1]).sum(-1) * self.scale  # token k+1 -> k
+        r, h = self.queries_and_keys(x)
+        forward_scores = (r[:, :-1] * h[:, 1:]).sum(-1)  # token k -> k+1
+        backward_scores = (r[:, 1:] * h[:, :-1]).sum(-1)  # token k+1 -> k
         p_forward, p_backward = _chain_probabilities(forward_scores, backward_scores, gap_valid)
         current = symmetric_link(p_forward, p_backward, self.eps) * gap_valid
         return accumulate_links(previous, current)
+
+
+def _neighbour_queries(h: Tensor, q: nn.Linear, k: nn.Linear, scale: float) -> tuple[Tensor, Tensor]:
+    """Scores ``e_uv = s (W_q h_u + b_q) . (W_k h_v)`` as ``r_u . h_v`` with one width x width matmul.
+
+    ``r = s (h W_q^T + b_q) W_k = h (s W_q^T W_k) + s b_q W_k``: folding ``W_k`` into the queries
+    halves the affinity's matmul cost (the small ``W_k^T W_q`` product is paid once per call).
+    A key bias would add ``q_u . b_k``, constant over the neighbours ``v`` of ``u``, so it cancels
+    in the softmax; that is why ``k`` has none.
+    """
+    weight = (k.weight.t() @ q.weight) * scale
+    bias = (q.bias @ k.weight) * scale
+    return F.linear(h, weight, bias), h
 
 
 def _chain_probabilities(forward: Tensor, backward: Tensor, gap_valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -263,9 +288,14 @@ class GridAffinity(nn.Module):
     def __init__(self, width: int, scale: float | None = None, eps: float = 1e-6, ln_eps: float = 1e-5) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(width, eps=ln_eps)
-        self.qk = nn.Linear(width, 2 * width)
+        self.q = nn.Linear(width, width)
+        self.k = nn.Linear(width, width, bias=False)  # a key bias cancels in the neighbour softmax
         self.scale = 1.0 / width if scale is None else float(scale)
         self.eps = eps
+
+    def queries_and_keys(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(r, h)`` with ``r_u . h_v = q_u . k_v`` (see :func:`_neighbour_queries`)."""
+        return _neighbour_queries(self.norm(x), self.q, self.k, self.scale)
 
     def forward(
         self,
@@ -291,16 +321,15 @@ class GridAffinity(nn.Module):
         v : Tensor, shape (B, H-1, W)
             Links in ``(0, 1]``, never smaller than ``previous``.
         """
-        B = x.shape[0]
-        q, k = self.qk(self.norm(x)).view(B, height, width, -1).chunk(2, dim=-1)
-        s = self.scale
-        right = (q[:, :, :-1] * k[:, :, 1:]).sum(-1) * s  # (r, c) -> (r, c+1)
-        left = (q[:, :, 1:] * k[:, :, :-1]).sum(-1) * s  # (r, c+1) -> (r, c)
-        down = (q[:, :-1] * k[:, 1:]).sum(-1) * s  # (r, c) -> (r+1, c)
-        up = (q[:, 1:] * k[:, :-1]).sum(-1) * s  # (r+1, c) -> (r, c)
-        scores = torch.stack(
-            (F.pad(right, (0, 1)), F.pad(left, (1, 0)), F.pad(down, (0, 0, 0, 1)), F.pad(up, (0, 0, 1, 0))), -1
-        )
+        B, W = x.shape[0], width
+        r, h = self.queries_and_keys(x)
+        # Products on the flat row-major sequence (contiguous slices): patch p and p+1 are
+        # horizontal neighbours unless p ends a row (masked below), p and p+W vertical ones.
+        right = F.pad((r[:, :-1] * h[:, 1:]).sum(-1), (0, 1))  # p -> p+1
+        left = F.pad((r[:, 1:] * h[:, :-1]).sum(-1), (1, 0))  # p -> p-1
+        down = F.pad((r[:, :-W] * h[:, W:]).sum(-1), (0, W))  # p -> p+W
+        up = F.pad((r[:, W:] * h[:, :-W]).sum(-1), (W, 0))  # p -> p-W
+        scores = torch.stack((right, left, down, up), -1).view(B, height, width, 4)
         probs = _masked_softmax(scores, _grid_neighbour_mask(height, width, x.device))
         h = symmetric_link(probs[:, :, :-1, 0], probs[:, :, 1:, 1], self.eps)
         v = symmetric_link(probs[:, :-1, :, 2], probs[:, 1:, :, 3], self.eps)
@@ -378,9 +407,9 @@ class HierarchicalAttention(nn.Module):
         if prior is None and not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            scores = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim**-0.5)
+            scores = torch.matmul(q * (self.head_dim**-0.5), k.transpose(-1, -2))
             if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
+                scores = scores.masked_fill_(~mask, float("-inf"))
             attn = scores.softmax(-1)
             if prior is not None:
                 attn = attn * prior.unsqueeze(1).to(attn.dtype)

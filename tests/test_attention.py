@@ -159,7 +159,8 @@ def test_chain_affinity_softmax_matches_definition() -> None:
     x = torch.randn(1, 5, 8)
     gap_valid = torch.ones(1, 4, dtype=torch.bool)
     links = module(x, gap_valid)
-    q, k = module.qk(module.norm(x))[0].chunk(2, -1)
+    h = module.norm(x)[0]
+    q, k = h @ module.q.weight.T + module.q.bias, h @ module.k.weight.T
     scores = (q @ k.T) * 0.3
     expected = []
     for g in range(4):
@@ -177,7 +178,7 @@ def test_grid_affinity_matches_definition_and_accumulates() -> None:
     x = torch.randn(2, H * W, d)
     h, v = module(x, H, W)
     assert h.shape == (2, H, W - 1) and v.shape == (2, H - 1, W)
-    q, k = module.qk(module.norm(x)).chunk(2, -1)
+    q, k = module.q(module.norm(x)), module.k(module.norm(x))
 
     def p(b: int, r: int, c: int, target: tuple[int, int]) -> torch.Tensor:
         nbrs = [(r + dr, c + dc) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)) if 0 <= r + dr < H and 0 <= c + dc < W]

@@ -145,9 +145,9 @@ def test_vanilla_twin_shares_weights_and_has_no_affinity_parameters(tokenizer) -
     assert all(".affinities." in k for k in extra) and set(vanilla_state) <= set(hier_state)
     for key, value in vanilla_state.items():
         assert torch.equal(value, hier_state[key]), key
-    # per layer: LayerNorm (2d) + q/k projection (d x 2d + 2d)
+    # per layer and tower: LayerNorm (2d) + q projection with bias (d^2 + d) + k projection (d^2)
     d, layers = 32, 3
-    assert n_params(hier) - n_params(vanilla) == 2 * layers * (2 * d + d * 2 * d + 2 * d)
+    assert n_params(hier) - n_params(vanilla) == 2 * layers * (2 * d + 2 * d * d + d)
 
 
 def test_hierarchy_with_no_prior_layers_equals_vanilla(tokenizer) -> None:
