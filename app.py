@@ -207,7 +207,7 @@ def show_svg(svg: str, css_class: str) -> None:
                 unsafe_allow_html=True)
 
 
-def text_view(text: analysis.TextAnalysis, layer: int, settings: dict, gold_tree: str | None) -> None:
+def text_view(text: analysis.TextAnalysis, layer: int, settings: dict) -> None:
     st.subheader("Text: constituents merged by this layer")
     quantile = settings["text_tau"] if settings["quantile"] else None
     threshold = None if settings["quantile"] else settings["text_tau"]
@@ -216,19 +216,25 @@ def text_view(text: analysis.TextAnalysis, layer: int, settings: dict, gold_tree
     st.caption(f"layer {layer} of {text.n_layers}: nodes L<k> joined at layer k "
                f"({'quantile' if quantile is not None else 'threshold'} {settings['text_tau']:.2f}); "
                "'...' holds what is not merged yet")
-    st.subheader("Full induced tree")
-    induced = text.parse(settings["parser"]) if len(text.words) > 1 else None
-    if induced is None:
+
+
+def full_tree_view(text: analysis.TextAnalysis, settings: dict, gold_tree: str | None) -> None:
+    """The induced tree of all layers, beside the gold tree when there is one (full width)."""
+    st.subheader("Full induced tree" + (" against the gold tree" if gold_tree else ""))
+    if len(text.words) < 2:
         st.info("a one-word caption has no constituents")
         return
+    induced = text.parse(settings["parser"])
     if gold_tree:
         try:
             show_svg(trees.tree_pair_svg(induced.tree, gold.parse_gold(gold_tree)), "hiclip-tree-full")
-            st.caption("green: constituents shared with the gold tree; red: not shared")
+            st.caption(f"{settings['parser']} parser; green: constituents shared with the gold tree, "
+                       "red: not shared")
             return
         except (HiCLIPError, ValueError) as error:
             st.warning(f"gold tree not comparable: {error}")
     show_svg(trees.tree_svg(induced.tree), "hiclip-tree-full")
+    st.caption(f"{settings['parser']} parser")
 
 
 def image_view(image: analysis.ImageAnalysis, layer: int, settings: dict) -> np.ndarray:
@@ -377,12 +383,14 @@ def main() -> None:
     groups = None
     with left:
         if text is not None:
-            text_view(text, min(layer, text.n_layers - 1), settings, chosen["gold_tree"])
+            text_view(text, min(layer, text.n_layers - 1), settings)
     with right:
         if image is not None:
             groups = image_view(image, min(layer, image.n_layers - 1), settings)
         else:
             st.info("this checkpoint is text-only")
+    if text is not None:
+        full_tree_view(text, settings, chosen["gold_tree"])
     # One detail view at a time: only the chosen one is computed and drawn.
     view = st.radio("details", VIEWS, horizontal=True, key="view")
     if view == "Links":

@@ -39,6 +39,27 @@ CHROMIUM = _find("chromium", "chromium-browser", "google-chrome", "google-chrome
 CHROMEDRIVER = _find("chromedriver")
 
 
+PAGE_STATE_JS = """
+const tree = document.querySelector('div.hiclip-tree-layer svg');
+const full = document.querySelector('div.hiclip-tree-full svg');
+const imgs = Array.from(document.querySelectorAll('[data-testid="stImage"] img'));
+const loaded = imgs.filter(i => i.complete && i.naturalWidth > 0);
+const status = document.querySelector('[data-testid="stStatusWidget"]');
+const rect = tree ? tree.getBoundingClientRect() : {width: 0, height: 0};
+return {
+  svgs: document.querySelectorAll('div.hiclip-tree-layer svg, div.hiclip-tree-full svg').length,
+  loaded_images: loaded.length,
+  running: !!(status && status.offsetParent !== null),
+  tree_width: rect.width, tree_height: rect.height,
+  tree_words: tree ? Array.from(tree.querySelectorAll('text')).map(t => t.textContent).filter(t => t) : [],
+  full_has_gold: !!(full && full.innerHTML.includes('gold')),
+  overlay_width: loaded.length ? loaded[0].naturalWidth : 0,
+  exceptions: document.querySelectorAll('[data-testid="stException"]').length,
+  body: document.body.innerText.slice(0, 4000),
+};
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,7 +114,8 @@ def served_app(tmp_path):
 def test_browser_renders_tree_svg_and_overlay(served_app, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                            TimeoutException)
     from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
@@ -103,32 +125,36 @@ def test_browser_renders_tree_svg_and_overlay(served_app, tmp_path):
         options.add_argument(flag)
     os.environ.setdefault("SE_OFFLINE", "true")      # never let selenium-manager go online
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    shot = tmp_path / "app.png"
     try:
         driver.get(served_app)
-        wait = WebDriverWait(driver, 150, poll_frequency=0.5)
+        wait = WebDriverWait(driver, 150, poll_frequency=0.5,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+
+        def page_state(d) -> dict:
+            """Everything checked, read in one script so no element goes stale in between."""
+            return d.execute_script(PAGE_STATE_JS)
 
         def rendered(d) -> bool:
-            svgs = d.find_elements(By.CSS_SELECTOR, "div.hiclip-tree-layer svg, div.hiclip-tree-full svg")
-            imgs = d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')
-            loaded = [i for i in imgs if d.execute_script(
-                "return arguments[0].complete && arguments[0].naturalWidth > 0", i)]
-            running = d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
-            return len(svgs) >= 2 and len(loaded) >= 1 and not any(r.is_displayed() for r in running)
+            state = page_state(d)
+            return (state["svgs"] >= 2 and state["loaded_images"] >= 1 and not state["running"])
 
-        wait.until(rendered)
-        time.sleep(1.0)                              # let the last images paint
-        tree_svg = driver.find_element(By.CSS_SELECTOR, "div.hiclip-tree-layer svg")
-        assert tree_svg.size["width"] > 100 and tree_svg.size["height"] > 30
-        words = [t.text for t in tree_svg.find_elements(By.TAG_NAME, "text")]
-        assert len([w for w in words if w]) >= 3     # the caption's words are drawn
-        full = driver.find_element(By.CSS_SELECTOR, "div.hiclip-tree-full svg")
-        assert "gold" in full.get_attribute("innerHTML")
-        overlay = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')[0]
-        assert driver.execute_script("return arguments[0].naturalWidth", overlay) >= 128
-        assert "groups" in driver.find_element(By.TAG_NAME, "body").text
-        assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+        try:
+            wait.until(rendered)
+            time.sleep(1.0)                          # let the last images paint
+            wait.until(rendered)                     # and still complete (no rerun started)
+        except TimeoutException:
+            driver.save_screenshot(str(shot))
+            log = (tmp_path / "app.log").read_text()[-3000:]
+            raise AssertionError(f"page not rendered: {page_state(driver)}; screenshot {shot}"
+                                 f"\n--- app log ---\n{log}") from None
+        state = page_state(driver)
+        assert state["tree_width"] > 100 and state["tree_height"] > 30, state
+        assert len(state["tree_words"]) >= 3, state          # the caption's words are drawn
+        assert state["full_has_gold"], state                 # induced vs gold pair
+        assert state["overlay_width"] >= 128, state          # the overlay image is loaded
+        assert "groups" in state["body"] and not state["exceptions"], state
 
-        shot = tmp_path / "app.png"
         driver.save_screenshot(str(shot))
         pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
         assert pixels.shape[0] > 500 and pixels.std() > 10   # not a blank page
