@@ -61,24 +61,15 @@ def tree_score(pred: nltk.Tree, gold: str | nltk.Tree, convention: str = "vgnsl"
     return TreeScore(conv.name, s.precision, s.recall, s.f1, s.n_pred, s.n_gold, s.n_match)
 
 
-def center_square(mask: np.ndarray) -> np.ndarray:
-    """The central ``min(h, w)`` square of a mask: the part of the image the model sees (the
-    evaluation transform resizes the shorter side and crops the centre)."""
-    mask = np.asarray(mask)
-    height, width = mask.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return mask[top:top + side, left:left + side]
-
-
 def group_scores(patch_labels: np.ndarray, mask: np.ndarray) -> group_metrics.GroupScores:
     """Scores of one layer's patch groups ``(H, W)`` against a pixel mask ``(height, width)``.
 
-    The mask is cut to its central square (what the model saw) and the groups are upsampled
-    to that size.
+    As ``hiclip score groups`` does: the patch grid is mapped onto the centre square the model
+    saw (``upsample_labels(..., centre_crop=True)``; pixels outside it take the nearest border
+    patch) and scored against the whole mask.
     """
-    mask = center_square(mask)
-    pixels = image_groups.upsample_labels(np.asarray(patch_labels), mask.shape[:2])
+    mask = np.asarray(mask)
+    pixels = image_groups.upsample_labels(np.asarray(patch_labels), mask.shape[:2], centre_crop=True)
     return group_metrics.score_segmentation(pixels, mask)
 
 
