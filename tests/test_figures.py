@@ -74,32 +74,20 @@ def assets(tmp_path_factory):
     return checkpoint, data
 
 
-def _prediction_file(path, data_dir) -> None:
-    """A prediction JSONL in the ``hiclip induce`` format with made-up, valid links."""
-    rng = np.random.default_rng(0)
-    lines = []
-    for line in (data_dir / "manifest.jsonl").read_text().splitlines()[:6]:
-        rec = json.loads(line)
-        text = []
-        for k, tokens in enumerate(rec["tokens"]):
-            links = np.cumsum(rng.uniform(0.0, 0.3, (4, len(tokens) - 1)), axis=0).clip(0.01, 1.0)
-            text.append({"caption_index": k, "tokens": tokens, "links": links.tolist()})
-        lines.append(json.dumps({"id": rec["id"], "split": rec["split"], "text": text, "image": None}))
-    path.write_text("\n".join(lines) + "\n")
-
-
 def test_hiclip_figures_end_to_end(assets, tmp_path, capsys):
     checkpoint, data = assets
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text("".join(
         json.dumps({"step": s, "loss": 4.0 / s, "lr": 1e-3 * s}) + "\n" for s in range(1, 6)))
-    pred = tmp_path / "other.jsonl"
-    _prediction_file(pred, data)
+    # the same checkpoint through `hiclip induce`: its prediction JSONL must score the same
+    pred = tmp_path / "pred.jsonl"
+    assert main(["induce", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(pred),
+                 "--limit", "6"]) == 0
     out = tmp_path / "figs"
     code = main(["figures", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
-                 "--samples", "shapes-000002", "--run", str(run), "--pred", f"other={pred}",
-                 "--max-captions", "12", "--max-images", "4"])
+                 "--samples", "shapes-000002", "--run", str(run), "--pred", f"induced={pred}",
+                 "--max-captions", "12", "--max-images", "6"])     # 6 samples, 2 captions each
     assert code == 0, capsys.readouterr().err
     index = json.loads((out / "figures.json").read_text())
     sample = index["samples"]["shapes-000002"]
@@ -109,10 +97,14 @@ def test_hiclip_figures_end_to_end(assets, tmp_path, capsys):
     assert set(quantitative["files"]) == {"text_f1_by_layer", "text_f1_by_threshold", "text_f1_models",
                                           "image_miou_by_layer", "image_ari_by_layer"}
     numbers = quantitative["numbers"]
-    assert set(numbers["f1_by_layer"]) == {"HiCLIP (tiny-a)", "other"}
-    assert len(numbers["f1_by_layer"]["HiCLIP (tiny-a)"]) == 4
+    ours, induced = "HiCLIP (tiny-a)", "induced"
+    assert set(numbers["f1_by_layer"]) == {ours, induced}
+    assert len(numbers["f1_by_layer"][ours]) == 4
+    assert numbers["f1_by_layer"][induced] == pytest.approx(numbers["f1_by_layer"][ours], abs=1e-6)
+    assert numbers["parsers"][f"{induced} binary"] == pytest.approx(numbers["parsers"][f"{ours} binary"])
+    assert numbers["image_by_layer"][induced]["mIoU"] == pytest.approx(
+        numbers["image_by_layer"][ours]["mIoU"], abs=1e-3)
     assert set(numbers["baselines"]) == {"left", "right", "balanced", "random"}
-    assert set(numbers["image_by_layer"]) == {"HiCLIP (tiny-a)"}     # the JSONL has no image links
     files = [p for d in (sample, quantitative["files"]) for p in d.values()] + [index["training_curves"]]
     for path in files:
         data_bytes = open(path, "rb").read()
