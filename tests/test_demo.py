@@ -1,0 +1,63 @@
+"""hiclip demo end to end on two small checkpoints (the shipped ones are checked when present)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import hiclip
+from hiclip.cli import main
+from hiclip.commands.demo import MODELS, read_recipe
+from hiclip.data import open_dataset
+from hiclip.paths import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def small_checkpoints(tmp_path_factory) -> Path:
+    """Random-init twins with a recipe naming a 30-sample dataset (the pipeline, not the numbers)."""
+    root = tmp_path_factory.mktemp("demo")
+    data = {"n": 30, "seed": 5, "image_size": 64}
+    assert main(["data", "shapes", "--out", str(root / "data"), "--n", "30", "--seed", "5"]) == 0
+    dataset = open_dataset(root / "data")
+    tokenizer = hiclip.HiCLIPTokenizer.train_word_level([c for s in dataset for c in s.captions])
+    recipe = {"data": data, "train": {}}
+    for label, name in MODELS:
+        model = hiclip.create_model("hiclip-tiny", hierarchy=label == "HiCLIP", vocab_size=tokenizer.vocab_size)
+        folder = hiclip.save(model, tokenizer, root / "checkpoints" / name)
+        (folder / "recipe.json").write_text(json.dumps(recipe))
+    return root / "checkpoints"
+
+
+def test_demo_writes_report_with_every_system(small_checkpoints, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--checkpoints", str(small_checkpoints), "--out", str(out), "--no-app"]) == 0
+    report = (out / "report.md").read_text()
+    for name in ("HiCLIP", "CLIP", "right-branching", "left-branching", "balanced", "random",
+                 "slic", "felzenszwalb", "rag", "grid", "Rsum"):
+        assert name in report, name
+    scores = json.loads((out / "hiclip-tiny-shapes" / "scores.json").read_text())
+    assert set(scores["trees"]) == {"tree_transformer/standard", "tree_transformer/vgnsl",
+                                    "binary/standard", "binary/vgnsl"}
+    assert scores["trees"]["binary/vgnsl"]["convention"] == "vgnsl"
+    assert scores["retrieval"]["retrieval"]["rsum"] >= 0
+    assert any(out.joinpath("figures").rglob("*.png"))
+    assert "report written" in capsys.readouterr().out
+
+
+def test_missing_recipe_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "hiclip-tiny-shapes").mkdir()
+    assert main(["demo", "--checkpoints", str(tmp_path), "--out", str(tmp_path / "o"), "--no-app"]) == 2
+    assert "recipe.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [name for _, name in MODELS])
+def test_shipped_checkpoint_loads_and_records_its_recipe(name):
+    folder = REPO_ROOT / "checkpoints" / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not shipped in this checkout")
+    model, tokenizer = hiclip.load(folder)
+    recipe = read_recipe(folder)
+    assert model.config.hierarchy == (name == "hiclip-tiny-shapes")
+    assert {"data", "train"} <= set(recipe)
+    assert tokenizer.vocab_size == model.config.text.vocab_size
