@@ -70,6 +70,8 @@ def test_all_objectives_train_resume_exactly_and_evaluate(shapes, tmp_path) -> N
     assert (tmp_path / "cut" / "checkpoints" / "latest").resolve().name == "step_4"
     resumed = train(_config(shapes, "checkpoint_every=2"), tmp_path / "cut", resume="latest")
     assert resumed.steps == steps
+    assert "resumed from" in (tmp_path / "cut" / "out.log").read_text()
+    assert "different config" not in (tmp_path / "cut" / "out.log").read_text()
     expected = load_file(str(reference.final / "model.safetensors"))
     got = load_file(str(resumed.final / "model.safetensors"))
     for name, value in expected.items():

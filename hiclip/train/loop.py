@@ -166,7 +166,6 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
                      config.accum_steps)
     steps_per_epoch = plan.steps_per_epoch
     total_steps = config.max_steps or config.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
 
     torch.manual_seed(config.seed)
     if checkpoint is not None:
@@ -197,6 +196,7 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
     schedule = WarmupCosine(optimizer, total_steps, config.optim.warmup_steps, config.optim.lr,
                             config.optim.min_lr)
     step, epoch, position = 0, 0, 0
+    consecutive_bad, skipped = 0, 0
     if state is not None:
         if state.get("version") != STATE_VERSION:
             raise HiCLIPError(f"{checkpoint}: training state version {state.get('version')} "
@@ -205,6 +205,11 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, epoch, position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        skipped, consecutive_bad = int(state["skipped"]), int(state["consecutive_bad"])
+        changed = _changed_keys(state["config"], config.to_dict())
+        if changed:
+            run.warn(f"resuming with a different config ({', '.join(changed)}): the run will "
+                     "not match an uninterrupted one")
         set_rng_state(state["rng"][env.rank] if isinstance(state["rng"], list) else state["rng"])
         run.truncate_metrics(step)
         run.log(f"resumed from {checkpoint} at step {step} (epoch {epoch}, batch {position})")
@@ -238,12 +243,12 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
             "version": STATE_VERSION, "step": step, "epoch": epoch, "position": position,
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "heads": objective.heads_state(), "rng": _gather_rng(env),
+            "skipped": skipped, "consecutive_bad": consecutive_bad,
             "config": _json_safe(config.to_dict()),
         }
         run.save_checkpoint(name, model, data.tokenizer, payload, keep=config.keep_checkpoints)
         barrier()
 
-    consecutive_bad, skipped = 0, 0
     last_metrics: dict[str, float] = {}
     last_validation: dict[str, float] = {}
     window_start, window_samples = time.perf_counter(), 0
@@ -416,6 +421,26 @@ def _gather_rng(env: DistEnv) -> Any:
     states: list[Any] = [None] * env.world_size
     dist.all_gather_object(states, state)
     return states
+
+
+# Keys that only change how a run is observed, not what it computes.
+RUNTIME_KEYS = ("out", "progress", "throttle_s", "device", "tensorboard", "num_workers", "log_every",
+                "val_every", "val_max_samples", "checkpoint_every", "keep_checkpoints",
+                "max_nonfinite")
+
+
+def _changed_keys(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs, runtime-only keys excluded."""
+    changed = []
+    for key in sorted(set(stored) | set(current)):
+        if not prefix and key in RUNTIME_KEYS:
+            continue
+        a, b = stored.get(key), _json_safe(current.get(key))
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(prefix + key)
+    return changed
 
 
 def _json_safe(value: Any) -> Any:
