@@ -11,9 +11,10 @@ Prints one table:
 
 Models are timed in interleaved rounds (one step of each per round) so that load from other
 processes on a shared machine hits all of them alike; times are wall-clock medians over rounds
-after warm-up, ratios the median of the per-round ratios. A row also times HiCLIP with
-``prior_layers=[]`` (affinity modules computed, attention left vanilla) to show where the
-overhead goes. Usage::
+after warm-up (``--clock cpu`` times this process's CPU instead), ratios the median of the
+per-round ratios. A row also times HiCLIP with ``prior_layers=[]``: the affinity modules run
+forward but the attention stays vanilla, so nothing flows back through them; the rest of the
+overhead is the priors, the explicit attention and the backward pass through links. Usage::
 
     python benchmarks/attention_overhead.py --threads 2
 """
@@ -88,14 +89,18 @@ def hf_step(model, images, ids, mask) -> Callable[[], None]:
     return step
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
 def interleaved_times(steps: dict[str, Callable[[], None]], rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Wall-clock seconds of each call, one call of each function per round (warm-up dropped)."""
+    """Seconds of each call (on ``clock``), one call of each function per round (warm-up dropped)."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for r in range(warmup + rounds):
         for name, fn in steps.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             if r >= warmup:
                 times[name].append(elapsed)
     return times
@@ -134,10 +139,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["hiclip-tiny", "hiclip-small"])
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 16], help="batch per model")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall-clock time, or this process's CPU time (steadier on a loaded machine "
+                             "with --threads 1, where it equals the work done)")
     args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores visible, "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}; wall-clock medians of {args.rounds} "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}; {args.clock}-clock medians of {args.rounds} "
           f"interleaved rounds after {args.warmup} warm-up; ratios are medians of per-round ratios")
 
     from transformers import CLIPModel
@@ -163,7 +173,7 @@ def main() -> None:
         shape = f"batch {batch}, {grid}x{grid} patches, {ids.shape[1]} tokens"
         rows.append((f"{name} train step ({shape}): HiCLIP / hierarchy off",
                      f"{ms['hiclip']:.0f} ms / {ms['vanilla']:.0f} ms", f"{paired_ratio(t, 'hiclip', 'vanilla'):.2f}x"))
-        rows.append((f"{name}   of which affinity modules alone (prior_layers=[])",
+        rows.append((f"{name}   affinity forward only (prior_layers=[]: links unused, no backward)",
                      f"{ms['affinity_only']:.0f} ms / {ms['vanilla']:.0f} ms", f"{paired_ratio(t, 'affinity_only', 'vanilla'):.2f}x"))
         rows.append((f"{name} train step: ours (hierarchy off) / transformers.CLIPModel",
                      f"{ms['vanilla']:.0f} ms / {ms['clip']:.0f} ms", f"{paired_ratio(t, 'vanilla', 'clip'):.2f}x"))

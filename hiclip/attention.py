@@ -17,6 +17,7 @@ special tokens). Priors are computed in float32 (float64 stays float64) whatever
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -41,10 +42,14 @@ def _segment_logs(prefix: Tensor) -> Tensor:
     log-product of the links between ``i`` and ``j``. ``torch.where`` (rather than ``-|.|``)
     keeps the gradient right when links are exactly 1.
     """
-    n = prefix.shape[-1]
     diff = prefix.unsqueeze(-2) - prefix.unsqueeze(-1)
-    upper = torch.ones(n, n, dtype=torch.bool, device=prefix.device).triu()
-    return torch.where(upper, diff, -diff)
+    return torch.where(_upper_triangle(prefix.shape[-1], prefix.device), diff, -diff)
+
+
+@lru_cache(maxsize=64)
+def _upper_triangle(n: int, device: torch.device) -> Tensor:
+    """(n, n) bool, True on and above the diagonal (cached: read-only)."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).triu()
 
 
 def tree_prior(links: Tensor, eps: float = 1e-6) -> Tensor:
@@ -338,8 +343,9 @@ class GridAffinity(nn.Module):
         return accumulate_links(previous[0], h), accumulate_links(previous[1], v)
 
 
+@lru_cache(maxsize=64)
 def _grid_neighbour_mask(height: int, width: int, device: torch.device) -> Tensor:
-    """(H, W, 4) bool: which of (right, left, down, up) exists for each patch."""
+    """(H, W, 4) bool: which of (right, left, down, up) exists for each patch (cached: read-only)."""
     rows = torch.arange(height, device=device).view(-1, 1).expand(height, width)
     cols = torch.arange(width, device=device).view(1, -1).expand(height, width)
     return torch.stack((cols < width - 1, cols > 0, rows < height - 1, rows > 0), -1)
