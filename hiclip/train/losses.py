@@ -125,11 +125,12 @@ class SimSiamHead(nn.Module):
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         """view1, view2: (B, E) image embeddings of two augmentations -> scalar SimSiam loss
         ``-(cos(p1, sg(z2)) + cos(p2, sg(z1))) / 2``, averaged over the global batch."""
-        z1, z2 = self.projector(view1.float()), self.projector(view2.float())
-        p1, p2 = self.predictor(z1), self.predictor(z2)
-        cos = (F.cosine_similarity(p1, z2.detach(), dim=-1)
-               + F.cosine_similarity(p2, z1.detach(), dim=-1))
-        return -0.5 * cos.mean()
+        with torch.autocast(device_type=view1.device.type, enabled=False):  # BN stats in fp32
+            z1, z2 = self.projector(view1.float()), self.projector(view2.float())
+            p1, p2 = self.predictor(z1), self.predictor(z2)
+            cos = (F.cosine_similarity(p1, z2.detach(), dim=-1)
+                   + F.cosine_similarity(p2, z1.detach(), dim=-1))
+            return -0.5 * cos.mean()
 
 
 def mask_tokens(
