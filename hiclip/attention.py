@@ -48,8 +48,13 @@ def _segment_logs(prefix: Tensor) -> Tensor:
 
 @lru_cache(maxsize=64)
 def _upper_triangle(n: int, device: torch.device) -> Tensor:
-    """(n, n) bool, True on and above the diagonal (cached: read-only)."""
-    return torch.ones(n, n, dtype=torch.bool, device=device).triu()
+    """(n, n) bool, True on and above the diagonal (cached: read-only).
+
+    Built outside inference mode, so a mask first made under ``torch.inference_mode()`` can
+    still be saved for backward later.
+    """
+    with torch.inference_mode(False):
+        return torch.ones(n, n, dtype=torch.bool, device=device).triu()
 
 
 def tree_prior(links: Tensor, eps: float = 1e-6) -> Tensor:
@@ -345,7 +350,13 @@ class GridAffinity(nn.Module):
 
 @lru_cache(maxsize=64)
 def _grid_neighbour_mask(height: int, width: int, device: torch.device) -> Tensor:
-    """(H, W, 4) bool: which of (right, left, down, up) exists for each patch (cached: read-only)."""
+    """(H, W, 4) bool: which of (right, left, down, up) exists for each patch (cached: read-only,
+    built outside inference mode like :func:`_upper_triangle`)."""
+    with torch.inference_mode(False):
+        return _build_grid_neighbour_mask(height, width, device)
+
+
+def _build_grid_neighbour_mask(height: int, width: int, device: torch.device) -> Tensor:
     rows = torch.arange(height, device=device).view(-1, 1).expand(height, width)
     cols = torch.arange(width, device=device).view(1, -1).expand(height, width)
     return torch.stack((cols < width - 1, cols > 0, rows < height - 1, rows > 0), -1)

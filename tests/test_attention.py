@@ -337,3 +337,17 @@ def test_sdpa_is_used_without_prior(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(calls) == 1
     module(x, prior=torch.ones(1, 4, 4))
     assert len(calls) == 1
+
+
+def test_cached_masks_made_in_inference_mode_work_with_autograd() -> None:
+    # masks are cached per size; one first built under inference_mode must still be usable later
+    with torch.inference_mode():
+        tree_prior(torch.rand(2, 40))
+        GridAffinity(8)(torch.randn(1, 5 * 7, 8), 5, 7)
+    links = torch.rand(2, 40, requires_grad=True)
+    tree_prior(links).sum().backward()
+    assert links.grad is not None
+    module = GridAffinity(8)
+    h, v = module(torch.randn(1, 5 * 7, 8), 5, 7)
+    (h.sum() + v.sum()).backward()
+    assert module.q.weight.grad is not None
