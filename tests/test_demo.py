@@ -21,7 +21,10 @@ def small_checkpoints(tmp_path_factory) -> Path:
     assert main(["data", "shapes", "--out", str(root / "data"), "--n", "30", "--seed", "5"]) == 0
     dataset = open_dataset(root / "data")
     tokenizer = hiclip.HiCLIPTokenizer.train_word_level([c for s in dataset for c in s.captions])
-    recipe = {"data": data, "train": {}}
+    common = ["train", "--config", "shapes-demo", "--data", "{data}", "--out", "{out}", "--no-progress",
+              "--threads", "1", "--max-steps", "2", "--set", "batch_size=8", "--set", "val_max_samples=8"]
+    recipe = {"data": data, "train": {"hiclip-tiny-shapes": common,
+                                      "clip-tiny-shapes": common + ["--no-hierarchy"]}}
     for label, name in MODELS:
         model = hiclip.create_model("hiclip-tiny", hierarchy=label == "HiCLIP", vocab_size=tokenizer.vocab_size)
         folder = hiclip.save(model, tokenizer, root / "checkpoints" / name)
@@ -43,6 +46,17 @@ def test_demo_writes_report_with_every_system(small_checkpoints, tmp_path, capsy
     assert scores["retrieval"]["retrieval"]["rsum"] >= 0
     assert any(out.joinpath("figures").rglob("*.png"))
     assert "report written" in capsys.readouterr().out
+
+
+def test_demo_train_retrains_both_twins_with_the_recipe(small_checkpoints, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--checkpoints", str(small_checkpoints), "--out", str(out), "--no-app", "--train"]) == 0
+    for label, name in MODELS:
+        model, _ = hiclip.load(out / "checkpoints" / name)
+        assert model.config.hierarchy == (label == "HiCLIP")
+        assert read_recipe(out / "checkpoints" / name)["train"][name][0] == "train"
+        assert json.loads((out / "train" / name / "params.json").read_text())["total_steps"] == 2
+    assert str(out / "checkpoints") in (out / "report.md").read_text()
 
 
 def test_missing_recipe_is_a_clear_error(tmp_path, capsys):

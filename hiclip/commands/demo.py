@@ -35,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", action="store_true",
                         help="retrain both models with the recorded recipe first (into OUT/checkpoints)")
     parser.add_argument("--no-app", action="store_true", help="do not start the app at the end")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N test samples")
     parser.add_argument("--port", type=int, default=8501, help="app port")
 
 
@@ -104,8 +103,7 @@ def train_models(recipe: dict[str, Any], data: Path, out: Path) -> Path:
     return folder
 
 
-def evaluate_model(checkpoint: Path, data: Path, out: Path, limit: int | None,
-                   baselines: str = SEGMENT_BASELINES) -> dict[str, Any]:
+def evaluate_model(checkpoint: Path, data: Path, out: Path, baselines: str = SEGMENT_BASELINES) -> dict[str, Any]:
     """Induce, score trees (both conventions, both parsers), score groups and measure retrieval.
 
     ``baselines``: segmentation baselines run at this model's number of segments ("none": skip).
@@ -114,8 +112,6 @@ def evaluate_model(checkpoint: Path, data: Path, out: Path, limit: int | None,
     pred = out / "pred.jsonl"
     induce = ["induce", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "test",
               "--out", str(pred)]
-    if limit:
-        induce += ["--limit", str(limit)]
     _call(induce)
     result: dict[str, Any] = {"trees": {}, "groups": None, "retrieval": None}
     for parser, _ in TREE_PARSERS:
@@ -230,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         t = _step(f"inducing and scoring {label} ({path.name})")
         # Segmentation baselines are reported once, at HiCLIP's number of segments.
         baselines = SEGMENT_BASELINES if label == MODELS[0][0] else "none"
-        results[label] = evaluate_model(path, data, out / path.name, args.limit, baselines)
+        results[label] = evaluate_model(path, data, out / path.name, baselines)
         print(f"[demo] {label} done in {time.perf_counter() - t:.0f} s")
     t = _step("drawing figures")
     figures = out / "figures"
