@@ -1,7 +1,7 @@
 """Run a model on one image and caption and keep what the pictures need.
 
-This is the only module of ``viz`` that touches the model. It turns a ``(model, tokenizer)``
-pair from ``hiclip.load`` into plain arrays:
+It turns a ``(model, tokenizer)`` pair from ``hiclip.load`` into plain arrays for the pictures
+(batched link extraction itself is ``induction.affinities``, shared with ``hiclip induce``):
 
 * :class:`TextAnalysis`: the words and their per-layer links ``(L, n-1)``, with the induced
   trees (``induction.text_trees``) and the merged constituents at a layer (``viz.links``);
@@ -22,6 +22,7 @@ from PIL import Image
 
 from hiclip.errors import HiCLIPError
 from induction import image_groups, text_trees
+from induction.affinities import image_links, image_tensor, model_device, text_links
 from viz.links import merge_tree
 
 DISPLAY_SIZE = 256
@@ -107,17 +108,6 @@ class ImageAnalysis:
         return image_groups.segment_tree(self.groups(tau, quantile))
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def image_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
-    """The evaluation transform of ``hiclip.data.transforms``: PIL -> normalised (3, S, S)."""
-    from hiclip.data import transforms
-
-    return transforms.eval_transform(image_size)(image.convert("RGB"))
-
-
 def display_view(image: Image.Image, size: int = DISPLAY_SIZE) -> np.ndarray:
     """What the model sees, at ``size`` pixels: the central square crop of the evaluation
     transform (shorter side resized, centre cropped), float64 ``(size, size, 3)`` in [0, 1]."""
@@ -127,29 +117,17 @@ def display_view(image: Image.Image, size: int = DISPLAY_SIZE) -> np.ndarray:
     return np.asarray(view, dtype=np.float64) / 255.0
 
 
-@torch.no_grad()
 def analyse_text(model, tokenizer, caption: str) -> TextAnalysis:
     """Word links of one caption; raises ``HiCLIPError`` for an empty caption."""
-    words = caption.split()
-    if not words:
+    if not caption.split():
         raise HiCLIPError("the caption is empty")
-    batch = tokenizer([caption]).to(_device(model))
-    _, aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
-                               return_affinities=True)
-    n = int(batch.n_words[0])
-    links = aff["links"][0, :, : max(n - 1, 0)].float().cpu().numpy().astype(np.float64)
-    return TextAnalysis(caption, words[:n], links)
+    (words, links), = text_links(model, tokenizer, [caption])
+    return TextAnalysis(caption, words, links)
 
 
-@torch.no_grad()
 def analyse_image(model, image: Image.Image) -> ImageAnalysis:
     """Grid links of one image; raises ``HiCLIPError`` for a text-only model."""
-    if model.config.vision is None:
-        raise HiCLIPError(f"model {model.config.name!r} is text-only: it has no image links")
-    pixels = image_tensor(image, model.config.vision.image_size)[None].to(_device(model))
-    _, aff = model.encode_image(pixels, return_affinities=True)
-    h = aff["h"][0].float().cpu().numpy().astype(np.float64)
-    v = aff["v"][0].float().cpu().numpy().astype(np.float64)
+    (h, v), = image_links(model, [image])
     return ImageAnalysis(display_view(image), h, v)
 
 
@@ -160,7 +138,7 @@ def rank_captions(model, tokenizer, image: Image.Image, captions: Sequence[str],
     captions = [c for c in captions if c and c.strip()]
     if not captions:
         return []
-    device = _device(model)
+    device = model_device(model)
     pixels = image_tensor(image, model.config.vision.image_size)[None].to(device)
     image_features = model.encode_image(pixels, normalize=True)[0]
     scores: list[float] = []
@@ -171,39 +149,3 @@ def rank_captions(model, tokenizer, image: Image.Image, captions: Sequence[str],
         scores.extend((text_features @ image_features).float().cpu().tolist())
     order = sorted(range(len(captions)), key=lambda i: -scores[i])
     return [(captions[i], float(scores[i])) for i in order]
-
-
-@torch.no_grad()
-def text_links_batch(model, tokenizer, captions: Sequence[str], batch_size: int = 64
-                     ) -> list[tuple[list[str], np.ndarray]]:
-    """``(words, links (L, n-1) float64)`` for many captions, encoded ``batch_size`` at a time."""
-    device = _device(model)
-    out: list[tuple[list[str], np.ndarray]] = []
-    for start in range(0, len(captions), batch_size):
-        chunk = list(captions[start:start + batch_size])
-        batch = tokenizer(chunk).to(device)
-        _, aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
-                                   return_affinities=True)
-        links = aff["links"].float().cpu().numpy().astype(np.float64)
-        for i, caption in enumerate(chunk):
-            n = int(batch.n_words[i])
-            out.append((caption.split()[:n], links[i, :, : max(n - 1, 0)]))
-    return out
-
-
-@torch.no_grad()
-def image_links_batch(model, pil_images: Sequence[Image.Image], batch_size: int = 32
-                      ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(h (L, H, W-1), v (L, H-1, W))`` float64 for many images."""
-    if model.config.vision is None:
-        raise HiCLIPError(f"model {model.config.name!r} is text-only: it has no image links")
-    device = _device(model)
-    size = model.config.vision.image_size
-    out: list[tuple[np.ndarray, np.ndarray]] = []
-    for start in range(0, len(pil_images), batch_size):
-        pixels = torch.stack([image_tensor(im, size) for im in pil_images[start:start + batch_size]])
-        _, aff = model.encode_image(pixels.to(device), return_affinities=True)
-        h = aff["h"].float().cpu().numpy().astype(np.float64)
-        v = aff["v"].float().cpu().numpy().astype(np.float64)
-        out.extend((h[i], v[i]) for i in range(h.shape[0]))
-    return out

@@ -32,6 +32,7 @@ import numpy as np
 from hiclip.data.trees import TreeRecord, leaf_tags
 from hiclip.errors import HiCLIPError, SkipReport
 from induction import image_groups, text_trees, tree_scoring
+from induction.affinities import image_links, text_links
 from viz import analysis, gold, images, links, plots, trees
 from viz.save import save_figure
 
@@ -107,14 +108,14 @@ def model_links(model, tokenizer, samples: Sequence, name: str, max_captions: in
     captions = [(s, k, c) for s in samples for k, c in enumerate(s.captions) if c.strip()]
     if max_captions is not None:
         captions = captions[:max_captions]
-    results = analysis.text_links_batch(model, tokenizer, [c for _, _, c in captions], batch_size)
+    results = text_links(model, tokenizer, [c for _, _, c in captions], batch_size)
     text = [CaptionLinks(s.id, k, words, arr, s.trees[k] if k < len(s.trees) else None)
             for (s, k, _), (words, arr) in zip(captions, results)]
     image: list[ImageLinks] = []
     if model.config.vision is not None:
         chosen = list(samples)[:max_images] if max_images is not None else list(samples)
         pil = [s.open_image() for s in chosen]
-        for s, (h, v) in zip(chosen, analysis.image_links_batch(model, pil, batch_size)):
+        for s, (h, v) in zip(chosen, image_links(model, pil, batch_size)):
             image.append(ImageLinks(s.id, h, v, _sample_masks(s)))
     return ModelLinks(name, text, image)
 
