@@ -1,4 +1,5 @@
-"""Two gloo processes on CPU give the same loss and gradients as one process on the global batch.
+"""Two gloo processes on CPU, launched by torchrun, give the same loss and gradients as one
+process on the global batch.
 
 The objective is the full HiDeCLIP one on a small real model: CLIP InfoNCE with hard negatives
 (all-gathered with gradient), MLM (global token count), SimSiam (global batch norm) and the
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from hiclip.train.config import LossConfig
 
@@ -91,9 +94,9 @@ def _single_process() -> tuple[float, dict[str, torch.Tensor]]:
     return loss.item(), {n: p.grad.clone() for n, p in objective.named_parameters() if p.grad is not None}
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+def _worker(out: str) -> None:
+    """One rank, started by torchrun (RANK, WORLD_SIZE, MASTER_ADDR/PORT come from it)."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(1)
     from hiclip.train.distributed import all_reduce_mean, init_distributed, shutdown_distributed
 
@@ -119,7 +122,12 @@ def _free_port() -> int:
 @pytest.mark.timeout(300)
 def test_two_process_loss_and_gradients_equal_single_process(tmp_path) -> None:
     out = str(tmp_path / "ddp.pt")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+               "127.0.0.1", "--master-port", str(_free_port()), __file__, out]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=280,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
     ddp = torch.load(out, weights_only=True)
     loss, grads = _single_process()
     assert ddp["loss"] == pytest.approx(loss, abs=1e-5)
@@ -130,3 +138,7 @@ def test_two_process_loss_and_gradients_equal_single_process(tmp_path) -> None:
     # The check is not vacuous: heads, both towers and the temperature all received gradient.
     for part in ("simsiam.projector", "model.vision.", "model.text.", "model.logit_scale"):
         assert any(n.startswith(part) and grads[n].abs().sum() > 0 for n in grads), part
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])
