@@ -15,3 +15,14 @@ def shared_data():
     if not root.is_dir():
         pytest.skip(f"real data not found at {root} (set HICLIP_DATA)")
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a shared, oversubscribed CPU, thread hand-offs dominate tiny ops."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,13 +28,7 @@ from hiclip.data.transforms import (
 from hiclip.errors import HiCLIPError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: thread start-up costs more than the work on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ import torch
 from hiclip.train.config import LossConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, thread hand-offs dominate tiny ops."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GLOBAL_BATCH = 8
 WORDS = "a red blue green square circle big small left of right above two three the and".split()

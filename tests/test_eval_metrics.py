@@ -15,13 +15,7 @@ from hiclip.evaluate import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, thread hand-offs dominate tiny ops."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_perfect_similarity_scores_600() -> None:

@@ -20,13 +20,7 @@ from hiclip.train.losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, thread hand-offs dominate tiny ops."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _normed(*shape: int, seed: int = 0) -> torch.Tensor:

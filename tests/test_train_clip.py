@@ -16,13 +16,7 @@ from hiclip.train.config import load_config
 from hiclip.train.loop import TrainHooks, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, thread hand-offs dominate tiny ops."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = json.dumps({
     "embed_dim": 32,

@@ -13,13 +13,7 @@ from hiclip.train.data_order import BatchPlan, sample_seed, seeded_rng
 from hiclip.train.optim import WarmupCosine, build_optimizer, parameter_groups, warmup_cosine
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, thread hand-offs dominate tiny ops."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_overrides_parse_json_values_and_sections(tmp_path) -> None:
