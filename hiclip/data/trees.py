@@ -467,6 +467,19 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
         yield number, value
 
 
+def _entry_record(text, missing: str, report: SkipReport, path: Path, number: int, tokens: list[str],
+                  item: str) -> TreeRecord:
+    """The tree of one JSONL entry, or a counted placeholder when it is absent or malformed."""
+    if not text:
+        return _handle(report, located(path, number, missing), "no tree", str(path), number, tokens, item)
+    try:
+        tree = parse_bracket_string(str(text), "auto")
+    except HiCLIPError as error:
+        return _handle(report, located(path, number, f"{item}: {error}"), "malformed tree",
+                       str(path), number, tokens, item)
+    return _record(tree, str(path), number, item)
+
+
 def read_manifest_trees(path: str | Path, split: str | None = None,
                         report: SkipReport | None = None) -> list[TreeRecord]:
     """Read the reference trees of a hiclip dataset manifest, captions flattened in order.
@@ -504,17 +517,10 @@ def read_manifest_trees(path: str | Path, split: str | None = None,
                 tokens = [str(t) for t in tokens_list[i]]
             else:
                 tokens = str(caption).split()
-            if not text:
-                records.append(_handle(report, located(path, number, f"{item} has no tree"), "no tree",
-                                       str(path), number, tokens, item))
+            record = _entry_record(text, f"{item} has no tree", report, path, number, tokens, item)
+            if not record.ok:
+                records.append(record)
                 continue
-            try:
-                tree = parse_bracket_string(str(text), "auto")
-            except HiCLIPError as error:
-                records.append(_handle(report, located(path, number, f"{item}: {error}"), "malformed tree",
-                                       str(path), number, tokens, item))
-                continue
-            record = _record(tree, str(path), number, item)
             if not tokens_match(record.surface_tokens(), tokens):
                 message = f"{item}: tree leaves differ from its tokens ({first_difference(record.surface_tokens(), tokens)})"
                 records.append(_handle(report, located(path, number, message), "leaves differ from tokens",
@@ -561,17 +567,10 @@ def read_prediction_trees(path: str | Path, tree_key: str | None = None, split: 
             else:
                 text = entry.get("tree")
                 missing = f"{item} has no 'tree'"
-            if not text:
-                records.append(_handle(report, located(path, number, missing), "no tree",
-                                       str(path), number, tokens, item))
+            record = _entry_record(text, missing, report, path, number, tokens, item)
+            if not record.ok:
+                records.append(record)
                 continue
-            try:
-                tree = parse_bracket_string(str(text), "auto")
-            except HiCLIPError as error:
-                records.append(_handle(report, located(path, number, f"{item}: {error}"), "malformed tree",
-                                       str(path), number, tokens, item))
-                continue
-            record = _record(tree, str(path), number, item)
             record.tags = None  # predicted trees carry no POS tags, even if a node looks like one
             if tokens and not tokens_match(record.tokens, tokens):
                 message = f"{item}: tree leaves differ from its tokens ({first_difference(record.tokens, tokens)})"
