@@ -10,16 +10,15 @@ encoding from the disk's file-creation cost).
 from __future__ import annotations
 
 import argparse
-import io
 import random
 import tempfile
 import time
 
 import numpy as np
-from PIL import Image
 
 from hiclip.data.shapes import LEVELS, ShapesConfig, _region_ids, generate_dataset, generate_sample
 from hiclip.data.shapes_grammar import describe
+from hiclip.data.shapes_png import encode_png
 from hiclip.data.shapes_render import render
 from hiclip.data.shapes_scene import sample_scene, scene_facts
 
@@ -63,7 +62,7 @@ def main() -> None:
     for _, rendering in scenes:
         for array, level in [(rendering.image, config.image_compress_level)] + \
                 [(getattr(rendering, lvl), config.mask_compress_level) for lvl in LEVELS]:
-            Image.fromarray(array).save(io.BytesIO(), format="PNG", compress_level=level)
+            encode_png(array, level)
     t_png = time.process_time() - start
 
     with tempfile.TemporaryDirectory() as tmp:

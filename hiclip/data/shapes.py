@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from hiclip.data.shapes_grammar import describe
 from hiclip.data.shapes_meaning import holds
 from hiclip.data.shapes_negatives import negative_captions
+from hiclip.data.shapes_png import write_png
 from hiclip.data.shapes_render import Rendering, render
 from hiclip.data.shapes_scene import SceneLimits, Scene, sample_scene, scene_facts, size_class
 from hiclip.errors import HiCLIPError
@@ -54,7 +54,8 @@ class ShapesConfig:
     min_words: int = 3
     max_words: int = 20
     max_groups: int = 3
-    # Noisy images do not compress (level 0 gives the same size, faster); masks compress well.
+    # zlib levels of the PNG files. Noisy images barely compress (level 1 saves ~10% of the bytes
+    # for ~10x the encoding time); masks compress ~17x at level 1.
     image_compress_level: int = 0
     mask_compress_level: int = 1
     limits: SceneLimits = field(default_factory=SceneLimits)
@@ -169,10 +170,6 @@ def generate_sample(index: int, split: str, config: ShapesConfig) -> GeneratedSa
     return GeneratedSample(record, rendering)
 
 
-def _save_png(array: np.ndarray, path: str, compress_level: int) -> None:
-    Image.fromarray(array).save(path, format="PNG", compress_level=compress_level)
-
-
 def _write_chunk(args: tuple[list[int], list[str], ShapesConfig, str]) -> list[str]:
     """Generate and write samples ``indices``; returns their manifest lines."""
     indices, splits, config, out = args
@@ -180,9 +177,9 @@ def _write_chunk(args: tuple[list[int], list[str], ShapesConfig, str]) -> list[s
     for index, split in zip(indices, splits):
         sample = generate_sample(index, split, config)
         rec, r = sample.record, sample.rendering
-        _save_png(r.image, os.path.join(out, rec["image"]), config.image_compress_level)
+        write_png(r.image, os.path.join(out, rec["image"]), config.image_compress_level)
         for level in LEVELS:
-            _save_png(getattr(r, level), os.path.join(out, rec["masks"][level]), config.mask_compress_level)
+            write_png(getattr(r, level), os.path.join(out, rec["masks"][level]), config.mask_compress_level)
         lines.append(json.dumps(rec, ensure_ascii=False))
     return lines
 
