@@ -21,7 +21,7 @@ from hiclip.data.shapes import LEVELS, ShapesConfig, generate_dataset, generate_
 from hiclip.data.shapes_png import encode_png, write_png
 from hiclip.data.shapes_grammar import describe
 from hiclip.data.shapes_meaning import holds
-from hiclip.data.shapes_scene import Facts, GroupFacts
+from hiclip.data.shapes_scene import Facts, GroupFacts, Part
 from hiclip.errors import HiCLIPError
 
 
@@ -158,6 +158,46 @@ def test_samples_for_a_seed_do_not_change(seed, records_digest, masks_digest):
         for level in LEVELS:
             masks.update(getattr(sample.rendering, level).tobytes())
     assert (records.hexdigest()[:16], masks.hexdigest()[:16]) == (records_digest, masks_digest)
+
+
+def test_fast_tree_walks_match_phrase_tree():
+    """The grammar's own leaf / PTB / span walks give what ``phrase_tree`` gives."""
+    from hiclip.data.phrase_tree import referring_spans, to_ptb, words
+    from hiclip.data.shapes_grammar import Choices, _Describer, _leaves, _linearise
+
+    config = ShapesConfig(seed=9)
+    for index in range(60):
+        facts = _facts_of(index, config)
+        for seed in range(3):
+            tree = _Describer(facts, Choices(seed * 1000 + index)).describe()
+            assert _leaves(tree) == words(tree)
+            assert _linearise(tree) == (to_ptb(tree), referring_spans(tree))
+
+
+def test_cheap_replace_matches_dataclasses_replace():
+    from hiclip.data.shapes_negatives import _copy, _replace
+
+    facts = _facts_of(1, ShapesConfig(seed=4))
+    group = facts.groups[0]
+    assert _replace(group, colour="pink", tone="") == replace(group, colour="pink", tone="")
+    assert _copy(facts) == replace(facts, groups=list(facts.groups))
+    assert _copy(facts).groups is not facts.groups
+    part = Part("inner", "red", "star", None)
+    assert _replace(part, colour="blue") == replace(part, colour="blue")
+
+
+def _facts_of(index: int, config: ShapesConfig) -> Facts:
+    """The facts ``generate_sample(index, ...)`` describes (same draws, in the same order)."""
+    import random as _random
+
+    from hiclip.data.shapes import _region_ids
+    from hiclip.data.shapes_render import render
+    from hiclip.data.shapes_scene import sample_scene, scene_facts
+
+    rng = np.random.default_rng([config.seed, index])
+    decisions = _random.Random(int(rng.integers(2 ** 62)))
+    scene = sample_scene(decisions, config.image_size, config.limits, config.max_groups)
+    return scene_facts(scene, _region_ids(scene, render(scene, rng)), config.limits)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 64), (5, 9, 3), (64, 64, 3)])

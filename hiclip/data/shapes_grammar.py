@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import permutations
 
-from hiclip.data.phrase_tree import Node, phrase, referring_spans, to_ptb, word, words
+from hiclip.data.phrase_tree import Node, phrase, word
 from hiclip.data.shapes_meaning import Meaning, Mention
 from hiclip.data.shapes_scene import Facts, GroupFacts
 from hiclip.data.shapes_vocab import (
@@ -97,7 +97,56 @@ def _article(next_word: str) -> str:
 
 
 def _first_word(nodes: list[Node]) -> str:
-    return words(nodes[0])[0]
+    node = nodes[0]
+    while node.word is None:  # constituents are never empty
+        node = node.children[0]
+    return node.word
+
+
+def _leaves(tree: Node) -> list[str]:
+    """``phrase_tree.words(tree)``, cheaper (the grammar needs it for every attempt)."""
+    if tree.word is not None:
+        return [tree.word]
+    out: list[str] = []
+
+    def walk(node: Node) -> None:
+        for child in node.children:
+            if child.word is None:
+                walk(child)
+            else:
+                out.append(child.word)
+
+    walk(tree)
+    return out
+
+
+def _linearise(tree: Node) -> tuple[str, list[dict]]:
+    """``(phrase_tree.to_ptb(tree), phrase_tree.referring_spans(tree))`` in one cheaper walk."""
+    if tree.word is not None:
+        return f"({tree.label} {tree.word})", []
+    found: list[dict] = []
+    position = 0
+
+    def walk(node: Node) -> str:
+        nonlocal position
+        start = position
+        pending = []
+        for level, ids in node.refs:  # pre-order: a phrase's refs come before its children's
+            entry = {"span": None, "level": level, "mask_ids": list(ids)}
+            found.append(entry)
+            pending.append(entry)
+        parts = []
+        for child in node.children:
+            if child.word is None:
+                parts.append(walk(child))
+            else:
+                position += 1
+                parts.append(f"({child.label} {child.word})")
+        for entry in pending:
+            entry["span"] = [start, position]
+        return f"({node.label} {' '.join(parts)})"
+
+    return walk(tree), found
 
 
 class _Describer:
@@ -441,7 +490,7 @@ def describe(facts: Facts, seed: int, min_words: int = 3, max_words: int = 20, a
             verbosity = 0.0
         d = _Describer(facts, Choices(seed, verbosity, salt=attempt))
         tree = d.describe()
-        tokens = words(tree)
+        tokens = _leaves(tree)
         if min_words <= len(tokens) <= max_words:
             return _caption(tree, tokens, d.meaning, with_tree)
         caption = _caption(tree, tokens, d.meaning, with_tree)
@@ -453,5 +502,5 @@ def describe(facts: Facts, seed: int, min_words: int = 3, max_words: int = 20, a
 
 def _caption(tree: Node, tokens: list[str], meaning: Meaning, with_tree: bool) -> Caption:
     if with_tree:
-        return Caption(tokens, to_ptb(tree), referring_spans(tree), meaning)
+        return Caption(tokens, *_linearise(tree), meaning)
     return Caption(tokens, "", [], meaning)
