@@ -162,8 +162,17 @@ def test_samples_for_a_seed_do_not_change(seed, records_digest, masks_digest):
 
 def test_fast_tree_walks_match_phrase_tree():
     """The grammar's own leaf / PTB / span walks give what ``phrase_tree`` gives."""
+    from hiclip.data import phrase_tree
     from hiclip.data.phrase_tree import referring_spans, to_ptb, words
-    from hiclip.data.shapes_grammar import Choices, _Describer, _leaves, _linearise
+    from hiclip.data.shapes_grammar import Choices, _Describer, _leaves, _linearise, phrase, word
+
+    leaf = word("JJ", "red")
+    assert leaf == phrase_tree.word("JJ", "red")
+    refs = [("group", (1,))]
+    assert phrase("NP", leaf, refs=refs) == phrase_tree.phrase("NP", leaf, refs=refs)
+    assert phrase("NP", leaf, refs=refs).refs is not refs
+    with pytest.raises(ValueError):
+        phrase("NP")
 
     config = ShapesConfig(seed=9)
     for index in range(60):
@@ -172,6 +181,20 @@ def test_fast_tree_walks_match_phrase_tree():
             tree = _Describer(facts, Choices(seed * 1000 + index)).describe()
             assert _leaves(tree) == words(tree)
             assert _linearise(tree) == (to_ptb(tree), referring_spans(tree))
+
+
+def test_choices_memo_gives_the_same_draws_and_stays_bounded():
+    from hiclip.data import shapes_grammar
+    from hiclip.data.shapes_grammar import Choices, _key_hash, _mix64
+
+    keys = ["form", "g0.colour", "g1.noun", "rel1.w"]
+    for seed in range(200):
+        for salt in (0, 5):
+            choices = Choices(seed, salt=salt)
+            direct = [_mix64(choices._base ^ _key_hash(k)) / 2.0 ** 64 for k in keys]
+            assert [choices.u(k) for k in keys] == direct
+            assert [Choices(seed, 0.3, salt=salt).u(k) for k in keys] == direct  # memo hit, any verbosity
+    assert len(shapes_grammar._UNIFORMS) <= shapes_grammar._UNIFORMS_KEPT
 
 
 def test_cheap_replace_matches_dataclasses_replace():

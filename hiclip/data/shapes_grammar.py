@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import permutations
 
-from hiclip.data.phrase_tree import Node, phrase, word
+from hiclip.data.phrase_tree import Node
 from hiclip.data.shapes_meaning import Meaning, Mention
 from hiclip.data.shapes_scene import Facts, GroupFacts
 from hiclip.data.shapes_vocab import (
@@ -46,6 +46,21 @@ def _mix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
+# key -> uniform tables of recent (seed, salt) bases. Hard negatives are described with their
+# positive caption's seed, so most of their decisions were already drawn for the positive.
+_UNIFORMS: dict[int, dict[str, float]] = {}
+_UNIFORMS_KEPT = 64
+
+
+def _uniforms(base: int) -> dict[str, float]:
+    table = _UNIFORMS.get(base)
+    if table is None:
+        if len(_UNIFORMS) >= _UNIFORMS_KEPT:
+            _UNIFORMS.clear()
+        table = _UNIFORMS[base] = {}
+    return table
+
+
 class Choices:
     """Named, reproducible random decisions derived from one integer seed."""
 
@@ -53,10 +68,14 @@ class Choices:
         self.seed = seed
         self.verbosity = verbosity
         self._base = _mix64((seed * 0x9E3779B97F4A7C15 + salt) & _MASK64)
+        self._drawn = _uniforms(self._base)
 
     def u(self, key: str) -> float:
         """A uniform number in [0, 1) that depends only on (seed, salt, key)."""
-        return _mix64(self._base ^ _key_hash(key)) / 18446744073709551616.0
+        value = self._drawn.get(key)
+        if value is None:
+            value = self._drawn[key] = _mix64(self._base ^ _key_hash(key)) / 18446744073709551616.0
+        return value
 
     def optional(self, key: str, p: float) -> bool:
         """Include an optional element with probability ``p`` scaled by the verbosity."""
@@ -90,6 +109,18 @@ class Caption:
     @property
     def text(self) -> str:
         return " ".join(self.tokens)
+
+
+def word(tag: str, text: str) -> Node:
+    """``phrase_tree.word``, built positionally (dataclass keyword/default-factory calls cost ~2x)."""
+    return Node(tag, [], text, [])
+
+
+def phrase(label: str, *children: Node, refs: list[tuple[str, tuple[int, ...]]] | None = None) -> Node:
+    """``phrase_tree.phrase``, built positionally."""
+    if not children:
+        raise ValueError(f"empty constituent {label}")
+    return Node(label, list(children), None, list(refs) if refs else [])
 
 
 def _article(next_word: str) -> str:
@@ -425,19 +456,19 @@ class _Describer:
         ch = self.ch
         rel = self.facts.relations
         candidates: list[tuple[str, tuple[int, int, int], float]] = []
-        orders = list(permutations(range(3)))
-        form_weights = {"chain": 0.22, "s_chain": 0.15, "coord3": 0.12, "there_coord3": 0.08,
-                        "two_rel": 0.28, "np_rel_coord": 0.15}
-        for form, w in form_weights.items():
-            valid = []
-            for a, b, c in orders:
-                if form in ("chain", "s_chain") and not (rel[(a, b)] and rel[(b, c)]):
-                    continue
-                if form == "two_rel" and not (set(rel[(a, c)]) & set(rel[(b, c)])):
-                    continue
-                if form == "np_rel_coord" and not (set(rel[(a, b)]) & set(rel[(a, c)])):
-                    continue
-                valid.append((a, b, c))
+        orders = _ORDERS3
+        shared = {pair: set(rels) for pair, rels in rel.items()}
+        chain = [(a, b, c) for a, b, c in orders if rel[(a, b)] and rel[(b, c)]]
+        valid_orders = {  # the orders each form can be said in
+            "chain": chain,
+            "s_chain": chain,
+            "coord3": orders,
+            "there_coord3": orders,
+            "two_rel": [(a, b, c) for a, b, c in orders if not shared[(a, c)].isdisjoint(shared[(b, c)])],
+            "np_rel_coord": [(a, b, c) for a, b, c in orders if not shared[(a, b)].isdisjoint(shared[(a, c)])],
+        }
+        for form, w in _FORM_WEIGHTS3.items():
+            valid = valid_orders[form]
             candidates += [(form, order, w / len(valid)) for order in valid]
         form, (a, b, c), _ = ch.pick("form", candidates, [w for *_, w in candidates])
         definite = form in ("s_chain", "two_rel")
@@ -473,6 +504,11 @@ class _Describer:
         self.meaning.relations.append((r, ma, m2))
         pp = self.relate("rel1", r, ma, m1, self._coordinate([first, second]))
         return self._wrap_np(phrase("NP", subj, pp))
+
+
+_ORDERS3 = list(permutations(range(3)))
+_FORM_WEIGHTS3 = {"chain": 0.22, "s_chain": 0.15, "coord3": 0.12, "there_coord3": 0.08, "two_rel": 0.28,
+                  "np_rel_coord": 0.15}
 
 
 def describe(facts: Facts, seed: int, min_words: int = 3, max_words: int = 20, attempts: int = 12,
