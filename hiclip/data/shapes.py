@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -170,18 +171,28 @@ def generate_sample(index: int, split: str, config: ShapesConfig) -> GeneratedSa
     return GeneratedSample(record, rendering)
 
 
-def _write_chunk(args: tuple[list[int], list[str], ShapesConfig, str]) -> list[str]:
-    """Generate and write samples ``indices``; returns their manifest lines."""
+class _Written(NamedTuple):
+    """A written sample: its manifest line and what the split text files need from it."""
+
+    line: str
+    split: str
+    id: str
+    captions: list[str]
+    trees: list[str]
+
+
+def _write_chunk(args: tuple[list[int], list[str], ShapesConfig, str]) -> list[_Written]:
+    """Generate and write samples ``indices``; returns their manifest lines and texts."""
     indices, splits, config, out = args
-    lines = []
+    written = []
     for index, split in zip(indices, splits):
         sample = generate_sample(index, split, config)
         rec, r = sample.record, sample.rendering
         write_png(r.image, os.path.join(out, rec["image"]), config.image_compress_level)
         for level in LEVELS:
             write_png(getattr(r, level), os.path.join(out, rec["masks"][level]), config.mask_compress_level)
-        lines.append(json.dumps(rec, ensure_ascii=False))
-    return lines
+        written.append(_Written(json.dumps(rec, ensure_ascii=False), split, rec["id"], rec["captions"], rec["trees"]))
+    return written
 
 
 @dataclass
@@ -228,9 +239,9 @@ def generate_dataset(out: str | Path, config: ShapesConfig, workers: int = 1, ov
             results = list(pool.map(_write_chunk, chunks))
     else:
         results = [_write_chunk(c) for c in chunks]
-    lines = [line for chunk in results for line in chunk]
-    _write_text(out / "manifest.jsonl", lines)
-    _write_split_texts(out, lines)
+    written = [sample for chunk in results for sample in chunk]
+    _write_text(out / "manifest.jsonl", [sample.line for sample in written])
+    _write_split_texts(out, written)
     meta = {"generator": "hiclip.data.shapes", "version": GENERATOR_VERSION, "config": asdict(config)}
     _write_text(out / "dataset.json", [json.dumps(meta, indent=2)])
     seconds = time.perf_counter() - start
@@ -246,15 +257,14 @@ def _write_text(path: Path, lines: list[str]) -> None:
     os.replace(tmp, path)
 
 
-def _write_split_texts(out: Path, lines: list[str]) -> None:
+def _write_split_texts(out: Path, written: list[_Written]) -> None:
     """``{split}_caps.txt`` / ``_trees.txt`` / ``_ids.txt``: text-only views of each split."""
     by_split: dict[str, tuple[list[str], list[str], list[str]]] = {}
-    for line in lines:
-        rec = json.loads(line)
-        caps, trees, ids = by_split.setdefault(rec["split"], ([], [], []))
-        caps.extend(rec["captions"])
-        trees.extend(rec["trees"])
-        ids.extend([rec["id"]] * len(rec["captions"]))
+    for sample in written:
+        caps, trees, ids = by_split.setdefault(sample.split, ([], [], []))
+        caps.extend(sample.captions)
+        trees.extend(sample.trees)
+        ids.extend([sample.id] * len(sample.captions))
     for split, (caps, trees, ids) in by_split.items():
         _write_text(out / f"{split}_caps.txt", caps)
         _write_text(out / f"{split}_trees.txt", trees)

@@ -9,6 +9,7 @@ adaptively filtered ones at the same zlib level.
 """
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -45,8 +46,19 @@ def encode_png(array: np.ndarray, compress_level: int) -> bytes:
                      _chunk(b"IDAT", zlib.compress(rows.tobytes(), compress_level)), _IEND))
 
 
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+
+
 def write_png(array: np.ndarray, path: str, compress_level: int) -> None:
-    """Write ``array`` (see ``encode_png``) to the file ``path``."""
-    data = encode_png(array, compress_level)
-    with open(path, "wb") as f:
-        f.write(data)
+    """Write ``array`` (see ``encode_png``) to the file ``path``.
+
+    Plain ``os.open``/``os.write``: ``open(path, "wb")`` builds a buffered file object and asks
+    whether the file is a terminal, ~20 us more per file, and a sample writes four.
+    """
+    data = memoryview(encode_png(array, compress_level))
+    fd = os.open(path, _CREATE, 0o666)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
