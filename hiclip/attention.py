@@ -46,13 +46,17 @@ def _segment_logs(prefix: Tensor) -> Tensor:
     return torch.where(_upper_triangle(prefix.shape[-1], prefix.device), diff, -diff)
 
 
-@lru_cache(maxsize=64)
 def _upper_triangle(n: int, device: torch.device) -> Tensor:
-    """(n, n) bool, True on and above the diagonal (cached: read-only).
+    """(n, n) bool, True on and above the diagonal (cached in eager mode: read-only)."""
+    if torch.compiler.is_compiling():  # a constant the compiler folds; the cache would break the graph
+        return torch.ones(n, n, dtype=torch.bool, device=device).triu()
+    return _cached_upper_triangle(n, device)
 
-    Built outside inference mode, so a mask first made under ``torch.inference_mode()`` can
-    still be saved for backward later.
-    """
+
+@lru_cache(maxsize=64)
+def _cached_upper_triangle(n: int, device: torch.device) -> Tensor:
+    """Built outside inference mode, so a mask first made under ``torch.inference_mode()`` can
+    still be saved for backward later."""
     with torch.inference_mode(False):
         return torch.ones(n, n, dtype=torch.bool, device=device).triu()
 
@@ -348,10 +352,16 @@ class GridAffinity(nn.Module):
         return accumulate_links(previous[0], h), accumulate_links(previous[1], v)
 
 
-@lru_cache(maxsize=64)
 def _grid_neighbour_mask(height: int, width: int, device: torch.device) -> Tensor:
-    """(H, W, 4) bool: which of (right, left, down, up) exists for each patch (cached: read-only,
-    built outside inference mode like :func:`_upper_triangle`)."""
+    """(H, W, 4) bool: which of (right, left, down, up) exists for each patch (cached in eager
+    mode: read-only, built outside inference mode like :func:`_upper_triangle`)."""
+    if torch.compiler.is_compiling():
+        return _build_grid_neighbour_mask(height, width, device)
+    return _cached_grid_neighbour_mask(height, width, device)
+
+
+@lru_cache(maxsize=64)
+def _cached_grid_neighbour_mask(height: int, width: int, device: torch.device) -> Tensor:
     with torch.inference_mode(False):
         return _build_grid_neighbour_mask(height, width, device)
 

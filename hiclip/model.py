@@ -214,7 +214,7 @@ class TextTower(nn.Module):
     def _run(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None,
              need_weights: bool) -> tuple[Tensor, list[Tensor], list[Tensor], dict[str, Tensor]]:
         masks = self.token_masks(input_ids, attention_mask, word_ids)
-        if not input_ids.is_cuda and input_ids.numel():
+        if not input_ids.is_cuda and input_ids.numel() and not torch.compiler.is_compiling():
             low, high = int(input_ids.min()), int(input_ids.max())
             if low < 0 or high >= self.config.vocab_size:
                 raise HiCLIPError(f"text: token id {high if high >= 0 else low} outside the vocabulary "
@@ -456,6 +456,19 @@ class HiCLIP(nn.Module):
         self.text.grad_checkpointing = enable
         if self.vision is not None:
             self.vision.grad_checkpointing = enable
+
+    def compile_towers(self, **options: Any) -> None:
+        """Compile each tower's layer stack with :func:`torch.compile`, in place.
+
+        Weights, ``state_dict`` keys and outputs are unchanged (up to float rounding). The first
+        call for each input shape pays the compilation (minutes on a small CPU, and a C++
+        compiler is needed there); later calls run fused kernels, which removes most of the
+        cost of the hierarchy's many small element-wise operations (BENCHMARKS.md).
+        ``options`` go to :func:`torch.compile` (e.g. ``dynamic=True``, ``mode="max-autotune"``).
+        """
+        for tower in (self.text, self.vision):
+            if tower is not None:
+                tower._run = torch.compile(tower._run, **options)  # type: ignore[method-assign]
 
     def _require_vision(self) -> VisionTower:
         if self.vision is None:

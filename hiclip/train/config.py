@@ -93,6 +93,7 @@ class TrainConfig:
     augment: str = "none"
     precision: str = "fp32"  # or "bf16" (autocast)
     grad_checkpointing: bool = False
+    compile: bool = False  # torch.compile the towers (HiCLIP.compile_towers): slow start, faster steps
     device: str = "auto"  # "auto": cuda when available (and LOCAL_RANK's GPU under torchrun)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)

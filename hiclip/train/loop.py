@@ -178,6 +178,8 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
         raise HiCLIPError(f"model {config.model!r} is text-only; use mode 'mlm'")
     if config.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if config.compile:
+        model.compile_towers()
     objective = Objective(model, config.loss, config.mode)
     _freeze_unused(objective, config)
     objective.to(env.device).train()
