@@ -29,7 +29,7 @@ deterministic), so no seed is needed. "About k": the data-driven methods cannot 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -63,8 +63,102 @@ def _as_float_rgb(image: np.ndarray) -> np.ndarray:
     raise HiCLIPError(f"an image must be uint8 or float in [0, 1]; got {image.dtype}")
 
 
+def _rgb_and_target(image: np.ndarray, n_segments: int) -> tuple[np.ndarray, int]:
+    """The (H, W, 3) float image and ``n_segments`` clipped to ``[1, H * W]``."""
+    rgb = _as_float_rgb(image)
+    return rgb, int(max(1, min(n_segments, rgb.shape[0] * rgb.shape[1])))
+
+
 def _count(labels: np.ndarray) -> int:
     return int(np.unique(labels).size)
+
+
+def _search_for_count(
+    segment: Callable[[float], np.ndarray],
+    k: int,
+    *,
+    kind: Literal["integer", "log"],
+    bounds: tuple[float, float],
+    increasing: bool,
+    max_tries: int,
+    tolerance: float,
+) -> np.ndarray:
+    """Search a scalar parameter until ``segment(parameter)`` has about ``k`` segments.
+
+    The segment count is taken to be monotone in the parameter: it grows with it when
+    ``increasing``, else it falls. A bracket, initially ``bounds``, shrinks after each run
+    towards the side that brings the count to ``k``. ``kind`` sets the tries:
+
+    ``"integer"``
+        Integer parameters in ``bounds`` (inclusive), for a count roughly proportional to the
+        parameter (``increasing``) or to its inverse. The first try is ``k``; each next is the
+        last scaled by ``k / count`` (``count / k`` when not ``increasing``), the factor clipped
+        to ``[1/4, 4]``, or the geometric mean of the bracket when that falls outside it; both
+        rounded and clipped into the bracket. A tried parameter leaves the bracket.
+    ``"log"``
+        Bisection on ``log(parameter)`` over ``bounds`` (both ``> 0``): each try is the
+        bracket's geometric midpoint, which becomes the bracket's new lower or upper end.
+
+    The search stops after ``max_tries`` runs, as soon as ``|count - k| <= floor(tolerance *
+    k)``, when the bracket is empty, or when a try would repeat an earlier one.
+
+    Parameters
+    ----------
+    segment : callable
+        ``segment(parameter) -> labels``, labels an int array of shape (height, width); called
+        with an ``int`` for ``"integer"``, a ``float`` for ``"log"``.
+    k : int
+        Target number of segments, ``>= 1``.
+    kind : {"integer", "log"}
+    bounds : tuple of float
+        ``(lowest, highest)`` parameter.
+    increasing : bool
+        Whether the count grows with the parameter.
+    max_tries : int
+        Number of ``segment`` calls at most, ``>= 1``.
+    tolerance : float
+
+    Returns
+    -------
+    ndarray, shape (height, width)
+        The labels of the run whose count is closest to ``k`` (the earliest among ties), as
+        ``segment`` returned them.
+    """
+    integer = kind == "integer"
+    if integer:
+        low, high = bounds
+        step = 1  # a tried integer leaves the bracket; a log midpoint becomes its new end
+    else:
+        low, high = math.log(bounds[0]), math.log(bounds[1])
+        step = 0
+    best, best_err = None, None
+    tried: set[float] = set()
+    request = float(k)
+    for _ in range(max_tries):
+        point = int(np.clip(round(request), low, high)) if integer else 0.5 * (low + high)
+        if point in tried:
+            break
+        tried.add(point)
+        labels = segment(point if integer else math.exp(point))
+        got = _count(labels)
+        if best_err is None or abs(got - k) < best_err:
+            best, best_err = labels, abs(got - k)
+        if abs(got - k) <= int(tolerance * k):
+            break
+        if (got < k) == increasing:  # the target lies above the point
+            low = max(low, point + step)
+        else:
+            high = min(high, point - step)
+        if low > high:
+            break
+        if integer:
+            # proportional step, damped to at most x4, kept inside the bracket
+            ratio = k / max(got, 1) if increasing else got / k
+            request = point * float(np.clip(ratio, 0.25, 4.0))
+            if not low <= request <= high:
+                request = math.sqrt(low * high)
+    assert best is not None
+    return best
 
 
 def grid_segments(image: np.ndarray, n_segments: int) -> np.ndarray:
@@ -125,39 +219,20 @@ def slic_segments(
     Returns
     -------
     ndarray of int64, shape (height, width)
+        The SLIC run whose count came closest to ``k`` (the earliest among ties), relabelled
+        ``0 .. m-1`` in raster order.
     """
     from skimage.segmentation import slic
 
-    rgb = _as_float_rgb(image)
-    k = int(max(1, min(n_segments, rgb.shape[0] * rgb.shape[1])))
-    area = rgb.shape[0] * rgb.shape[1]
-    best, best_err = None, None
-    tried: set[int] = set()
-    low, high = 1, area  # requests known to give too few / too many segments
-    request = float(k)
-    for _ in range(max_tries):
-        asked = int(np.clip(round(request), low, high))
-        if asked in tried:
-            break
-        tried.add(asked)
-        labels = slic(rgb, n_segments=asked, compactness=compactness, start_label=0,
-                      channel_axis=-1)
-        got = _count(labels)
-        if best_err is None or abs(got - k) < best_err:
-            best, best_err = labels, abs(got - k)
-        if abs(got - k) <= int(tolerance * k):
-            break
-        if got < k:
-            low = max(low, asked + 1)
-        else:
-            high = min(high, asked - 1)
-        if low > high:
-            break
-        # proportional step, damped to at most x4, kept inside the bracket
-        request = asked * float(np.clip(k / max(got, 1), 0.25, 4.0))
-        if not low <= request <= high:
-            request = math.sqrt(low * high)
-    assert best is not None
+    rgb, k = _rgb_and_target(image, n_segments)
+
+    def segment(asked: float) -> np.ndarray:
+        return slic(rgb, n_segments=int(asked), compactness=compactness, start_label=0,
+                    channel_axis=-1)
+
+    bounds = (1, rgb.shape[0] * rgb.shape[1])  # n_segments from 1 to one per pixel
+    best = _search_for_count(segment, k, kind="integer", bounds=bounds, increasing=True,
+                             max_tries=max_tries, tolerance=tolerance)
     return relabel_raster(best)
 
 
@@ -185,29 +260,19 @@ def felzenszwalb_segments(
     Returns
     -------
     ndarray of int64, shape (height, width)
+        The Felzenszwalb run whose count came closest to ``k`` (the earliest among ties),
+        relabelled ``0 .. m-1`` in raster order.
     """
     from skimage.segmentation import felzenszwalb
 
-    rgb = _as_float_rgb(image)
-    area = rgb.shape[0] * rgb.shape[1]
-    k = int(max(1, min(n_segments, area)))
-    min_size = max(1, area // (4 * k))
-    lo, hi = math.log(1e-3), math.log(1e5)
-    best, best_err = None, None
-    for _ in range(max_tries):
-        mid = 0.5 * (lo + hi)
-        labels = felzenszwalb(rgb, scale=math.exp(mid), sigma=sigma, min_size=min_size,
-                              channel_axis=-1)
-        got = _count(labels)
-        if best_err is None or abs(got - k) < best_err:
-            best, best_err = labels, abs(got - k)
-        if abs(got - k) <= int(tolerance * k):
-            break
-        if got > k:  # too many segments: larger scale
-            lo = mid
-        else:
-            hi = mid
-    assert best is not None
+    rgb, k = _rgb_and_target(image, n_segments)
+    min_size = max(1, rgb.shape[0] * rgb.shape[1] // (4 * k))
+
+    def segment(scale: float) -> np.ndarray:
+        return felzenszwalb(rgb, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1)
+
+    best = _search_for_count(segment, k, kind="log", bounds=(1e-3, 1e5), increasing=False,
+                             max_tries=max_tries, tolerance=tolerance)
     return relabel_raster(best)
 
 
@@ -233,8 +298,7 @@ def rag_segments(
     """
     from skimage import graph
 
-    rgb = _as_float_rgb(image)
-    k = int(max(1, min(n_segments, rgb.shape[0] * rgb.shape[1])))
+    rgb, k = _rgb_and_target(image, n_segments)
     start = slic_segments(rgb, oversegment * k, compactness=compactness, max_tries=2)
     n_start = _count(start)
     if n_start <= k:
