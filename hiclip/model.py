@@ -103,7 +103,56 @@ def _prior_layer_set(prior_layers: list[int] | None, layers: int) -> frozenset[i
     return frozenset(range(layers)) if prior_layers is None else frozenset(prior_layers)
 
 
-class TextTower(nn.Module):
+class _Tower(nn.Module):
+    """What both towers share: their settings, the block stack and the per-layer affinities.
+
+    A tower registers ``blocks = self._build_blocks()`` among its own modules, where CLIP has
+    them (the parameter order follows CLIP), and sets ``affinities = self._build_affinities(...)``
+    last, after its CLIP initialisation: their initial values come from the RNG state left there.
+
+    Parameters
+    ----------
+    config : TextConfig or VisionConfig
+    hierarchy : bool
+    affinity : AffinityConfig
+    """
+
+    affinities: nn.ModuleList | None
+
+    def __init__(self, config: TextConfig | VisionConfig, hierarchy: bool,
+                 affinity: AffinityConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.hierarchy = hierarchy
+        self.affinity_config = affinity
+        self.grad_checkpointing = False
+        self._prior_layers = _prior_layer_set(config.prior_layers, config.layers)
+
+    def _build_blocks(self) -> nn.ModuleList:
+        """``config.layers`` pre-LN blocks, default-initialised (CLIP's init is :func:`_init_blocks`)."""
+        config = self.config
+        return nn.ModuleList(
+            ResidualBlock(config.width, config.heads, config.mlp_ratio, config.activation, config.ln_eps,
+                          self.affinity_config)
+            for _ in range(config.layers)
+        )
+
+    def _build_affinities(self, kind: type[ChainAffinity] | type[GridAffinity]) -> nn.ModuleList | None:
+        """One ``kind`` affinity module per layer when the hierarchy is on, else ``None``.
+
+        They are created under a forked RNG, so the RNG state after the tower, and with it every
+        later weight, is the same as in the vanilla twin (module docstring).
+        """
+        if not self.hierarchy:
+            return None
+        config, affinity = self.config, self.affinity_config
+        with torch.random.fork_rng(devices=[]):
+            return nn.ModuleList(
+                kind(config.width, affinity.scale, affinity.eps, config.ln_eps) for _ in range(config.layers)
+            )
+
+
+class TextTower(_Tower):
     """Text encoder: a bidirectional Transformer, a Tree-Transformer when ``hierarchy`` is on.
 
     Parameters
@@ -116,20 +165,14 @@ class TextTower(nn.Module):
     affinity : AffinityConfig
     """
 
+    config: TextConfig
+
     def __init__(self, config: TextConfig, embed_dim: int, hierarchy: bool, affinity: AffinityConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.hierarchy = hierarchy
-        self.affinity_config = affinity
-        self.grad_checkpointing = False
-        self._prior_layers = _prior_layer_set(config.prior_layers, config.layers)
+        super().__init__(config, hierarchy, affinity)
         width = config.width
         self.token_embedding = nn.Embedding(config.vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(config.context_length, width))
-        self.blocks = nn.ModuleList(
-            ResidualBlock(width, config.heads, config.mlp_ratio, config.activation, config.ln_eps, affinity)
-            for _ in range(config.layers)
-        )
+        self.blocks = self._build_blocks()
         self.ln_final = nn.LayerNorm(width, eps=config.ln_eps)
         self.text_projection = nn.Linear(width, embed_dim, bias=False)
         if config.mlm_head:
@@ -138,12 +181,7 @@ class TextTower(nn.Module):
             )
             self.mlm_bias = nn.Parameter(torch.zeros(config.vocab_size))
         self._init_weights()
-        self.affinities: nn.ModuleList | None = None
-        if hierarchy:
-            with torch.random.fork_rng(devices=[]):
-                self.affinities = nn.ModuleList(
-                    ChainAffinity(width, affinity.scale, affinity.eps, config.ln_eps) for _ in range(config.layers)
-                )
+        self.affinities = self._build_affinities(ChainAffinity)
 
     def _init_weights(self) -> None:
         width = self.config.width
@@ -321,7 +359,7 @@ def word_level_links(token_links: Tensor, word_ids: Tensor) -> dict[str, Tensor]
     return {"links": links, "n_words": n_words}
 
 
-class VisionTower(nn.Module):
+class VisionTower(_Tower):
     """Image encoder: a ViT, a Group Transformer when ``hierarchy`` is on.
 
     Parameters
@@ -333,31 +371,20 @@ class VisionTower(nn.Module):
     affinity : AffinityConfig
     """
 
+    config: VisionConfig
+
     def __init__(self, config: VisionConfig, embed_dim: int, hierarchy: bool, affinity: AffinityConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.hierarchy = hierarchy
-        self.affinity_config = affinity
-        self.grad_checkpointing = False
-        self._prior_layers = _prior_layer_set(config.prior_layers, config.layers)
+        super().__init__(config, hierarchy, affinity)
         width, grid = config.width, config.grid
         self.conv1 = nn.Conv2d(3, width, kernel_size=config.patch_size, stride=config.patch_size, bias=False)
         self.class_embedding = nn.Parameter(torch.empty(width))
         self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, width))
         self.ln_pre = nn.LayerNorm(width, eps=config.ln_eps)
-        self.blocks = nn.ModuleList(
-            ResidualBlock(width, config.heads, config.mlp_ratio, config.activation, config.ln_eps, affinity)
-            for _ in range(config.layers)
-        )
+        self.blocks = self._build_blocks()
         self.ln_post = nn.LayerNorm(width, eps=config.ln_eps)
         self.proj = nn.Linear(width, embed_dim, bias=False)
         self._init_weights()
-        self.affinities: nn.ModuleList | None = None
-        if hierarchy:
-            with torch.random.fork_rng(devices=[]):
-                self.affinities = nn.ModuleList(
-                    GridAffinity(width, affinity.scale, affinity.eps, config.ln_eps) for _ in range(config.layers)
-                )
+        self.affinities = self._build_affinities(GridAffinity)
 
     def _init_weights(self) -> None:
         width = self.config.width
