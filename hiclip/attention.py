@@ -214,7 +214,27 @@ def accumulate_links(previous: Tensor | None, current: Tensor) -> Tensor:
     return previous + (1.0 - previous) * current
 
 
-class ChainAffinity(nn.Module):
+class _NeighbourAffinity(nn.Module):
+    """The part :class:`ChainAffinity` and :class:`GridAffinity` share.
+
+    The LayerNorm, the ``q`` and ``k`` projections, the score scale and ``eps``, and the folded
+    queries. Parameters as documented on :class:`ChainAffinity`.
+    """
+
+    def __init__(self, width: int, scale: float | None = None, eps: float = 1e-6, ln_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, eps=ln_eps)
+        self.q = nn.Linear(width, width)
+        self.k = nn.Linear(width, width, bias=False)  # a key bias cancels in the neighbour softmax
+        self.scale = 1.0 / width if scale is None else float(scale)
+        self.eps = eps
+
+    def queries_and_keys(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(r, h)`` with ``r_u . h_v = q_u . k_v`` (see :func:`_neighbour_queries`)."""
+        return _neighbour_queries(self.norm(x), self.q, self.k, self.scale)
+
+
+class ChainAffinity(_NeighbourAffinity):
     """Neighbour affinity over a chain of tokens (Tree-Transformer "group attention").
 
     Own LayerNorm, single-head full-width ``q`` (with bias) and ``k`` (a key bias would cancel in
@@ -230,19 +250,9 @@ class ChainAffinity(nn.Module):
         Score scale ``s``; ``None`` means ``1 / d``.
     eps : float
         Added inside the square root of the symmetric link.
+    ln_eps : float
+        Epsilon of the LayerNorm.
     """
-
-    def __init__(self, width: int, scale: float | None = None, eps: float = 1e-6, ln_eps: float = 1e-5) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(width, eps=ln_eps)
-        self.q = nn.Linear(width, width)
-        self.k = nn.Linear(width, width, bias=False)  # a key bias cancels in the neighbour softmax
-        self.scale = 1.0 / width if scale is None else float(scale)
-        self.eps = eps
-
-    def queries_and_keys(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(r, h)`` with ``r_u . h_v = q_u . k_v`` (see :func:`_neighbour_queries`)."""
-        return _neighbour_queries(self.norm(x), self.q, self.k, self.scale)
 
     def forward(self, x: Tensor, gap_valid: Tensor, previous: Tensor | None = None) -> Tensor:
         """Links of this layer.
@@ -293,23 +303,11 @@ def _chain_probabilities(forward: Tensor, backward: Tensor, gap_valid: Tensor) -
     return probs[:, :-1, 1], probs[:, 1:, 0]
 
 
-class GridAffinity(nn.Module):
+class GridAffinity(_NeighbourAffinity):
     """Neighbour affinity over a 4-connected ``H x W`` patch grid (Group Transformer).
 
     Same as :class:`ChainAffinity` with ``nbr(u)`` = up, down, left, right patches.
     """
-
-    def __init__(self, width: int, scale: float | None = None, eps: float = 1e-6, ln_eps: float = 1e-5) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(width, eps=ln_eps)
-        self.q = nn.Linear(width, width)
-        self.k = nn.Linear(width, width, bias=False)  # a key bias cancels in the neighbour softmax
-        self.scale = 1.0 / width if scale is None else float(scale)
-        self.eps = eps
-
-    def queries_and_keys(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(r, h)`` with ``r_u . h_v = q_u . k_v`` (see :func:`_neighbour_queries`)."""
-        return _neighbour_queries(self.norm(x), self.q, self.k, self.scale)
 
     def forward(
         self,
