@@ -17,7 +17,8 @@ special tokens). Priors are computed in float32 (float64 stays float64) whatever
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, wraps
 
 import torch
 import torch.nn.functional as F
@@ -46,19 +47,29 @@ def _segment_logs(prefix: Tensor) -> Tensor:
     return torch.where(_upper_triangle(prefix.shape[-1], prefix.device), diff, -diff)
 
 
+def _constant_mask(build: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Cache a mask builder's result per argument tuple (the masks are read-only).
+
+    Cached masks are built outside inference mode, so one first made under
+    ``torch.inference_mode()`` can still be saved for backward later. Under ``torch.compile`` the
+    builder runs directly: it folds into a constant, where the cache would break the graph.
+    """
+    @lru_cache(maxsize=64)
+    def cached(*args: object) -> Tensor:
+        with torch.inference_mode(False):
+            return build(*args)
+
+    @wraps(build)
+    def mask(*args: object) -> Tensor:
+        return build(*args) if torch.compiler.is_compiling() else cached(*args)
+
+    return mask
+
+
+@_constant_mask
 def _upper_triangle(n: int, device: torch.device) -> Tensor:
-    """(n, n) bool, True on and above the diagonal (cached in eager mode: read-only)."""
-    if torch.compiler.is_compiling():  # a constant the compiler folds; the cache would break the graph
-        return torch.ones(n, n, dtype=torch.bool, device=device).triu()
-    return _cached_upper_triangle(n, device)
-
-
-@lru_cache(maxsize=64)
-def _cached_upper_triangle(n: int, device: torch.device) -> Tensor:
-    """Built outside inference mode, so a mask first made under ``torch.inference_mode()`` can
-    still be saved for backward later."""
-    with torch.inference_mode(False):
-        return torch.ones(n, n, dtype=torch.bool, device=device).triu()
+    """(n, n) bool, True on and above the diagonal."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).triu()
 
 
 def tree_prior(links: Tensor, eps: float = 1e-6) -> Tensor:
@@ -350,21 +361,9 @@ class GridAffinity(_NeighbourAffinity):
         return accumulate_links(previous[0], h), accumulate_links(previous[1], v)
 
 
+@_constant_mask
 def _grid_neighbour_mask(height: int, width: int, device: torch.device) -> Tensor:
-    """(H, W, 4) bool: which of (right, left, down, up) exists for each patch (cached in eager
-    mode: read-only, built outside inference mode like :func:`_upper_triangle`)."""
-    if torch.compiler.is_compiling():
-        return _build_grid_neighbour_mask(height, width, device)
-    return _cached_grid_neighbour_mask(height, width, device)
-
-
-@lru_cache(maxsize=64)
-def _cached_grid_neighbour_mask(height: int, width: int, device: torch.device) -> Tensor:
-    with torch.inference_mode(False):
-        return _build_grid_neighbour_mask(height, width, device)
-
-
-def _build_grid_neighbour_mask(height: int, width: int, device: torch.device) -> Tensor:
+    """(H, W, 4) bool: which of (right, left, down, up) exists for each patch."""
     rows = torch.arange(height, device=device).view(-1, 1).expand(height, width)
     cols = torch.arange(width, device=device).view(1, -1).expand(height, width)
     return torch.stack((cols < width - 1, cols > 0, rows < height - 1, rows > 0), -1)
