@@ -11,14 +11,11 @@ import hiclip
 from hiclip.checkpoint import read_config, read_extra
 from hiclip.errors import HiCLIPError
 
+from model_sizes import TWO_LAYER  # tests/model_sizes.py
+
 torch.set_num_threads(1)
 
 CAPTIONS = ["a red square", "two green triangles left of a circle", "a star"]
-SMALL = {
-    "embed_dim": 16,
-    "text": {"width": 32, "layers": 2, "heads": 2, "context_length": 16},
-    "vision": {"image_size": 16, "patch_size": 4, "width": 32, "layers": 2, "heads": 2},
-}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +26,7 @@ def tokenizer() -> hiclip.HiCLIPTokenizer:
 def make(tokenizer, hierarchy: bool = True, **overrides) -> hiclip.HiCLIP:
     torch.manual_seed(0)
     model = hiclip.create_model("hiclip-tiny", hierarchy=hierarchy, vocab_size=tokenizer.vocab_size,
-                                **{**SMALL, **overrides})
+                                **{**TWO_LAYER, **overrides})
     with torch.no_grad():  # move away from the initial values so the round trip is meaningful
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))

@@ -8,14 +8,11 @@ import torch
 
 import hiclip
 
+from model_sizes import TWO_LAYER  # tests/model_sizes.py
+
 torch.set_num_threads(1)
 
 CAPTIONS = ["a red square", "two green triangles to the left of a blue circle", "A big yellow star"]
-SMALL = {
-    "embed_dim": 16,
-    "text": {"width": 32, "layers": 2, "heads": 2, "context_length": 16},
-    "vision": {"image_size": 16, "patch_size": 4, "width": 32, "layers": 2, "heads": 2},
-}
 
 pytestmark = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                                 reason="torch.compile on CPU needs a C++ compiler")
@@ -26,9 +23,9 @@ def test_compiled_towers_match_eager() -> None:
     batch = tokenizer(CAPTIONS)
     images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    eager = hiclip.create_model("hiclip-tiny", hierarchy=True, vocab_size=tokenizer.vocab_size, **SMALL)
+    eager = hiclip.create_model("hiclip-tiny", hierarchy=True, vocab_size=tokenizer.vocab_size, **TWO_LAYER)
     torch.manual_seed(0)
-    compiled = hiclip.create_model("hiclip-tiny", hierarchy=True, vocab_size=tokenizer.vocab_size, **SMALL)
+    compiled = hiclip.create_model("hiclip-tiny", hierarchy=True, vocab_size=tokenizer.vocab_size, **TWO_LAYER)
     keys = list(compiled.state_dict())
     compiled.compile_towers()
     assert list(compiled.state_dict()) == keys  # checkpoints stay interchangeable
