@@ -100,6 +100,53 @@ def test_bf16_accumulation_and_checkpointing_options_run(shapes, tmp_path) -> No
     assert model.config.hierarchy is False
 
 
+def test_mlm_warmup_trains_the_text_tower_alone_then_everything(shapes, tmp_path) -> None:
+    import hiclip
+
+    base = ["loss.nn_weight=0", "loss.multiview=false", "loss.simsiam_weight=0", "image_views=1",
+            "val_split=null", "loss.mlm_warmup_steps=3"]
+    warm = train(_config(shapes, *base, "max_steps=3"), tmp_path / "warm")
+    records = [json.loads(l) for l in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
+    assert all({k for k in r if k.startswith("loss_")} == {"loss_mlm"} for r in records if "loss" in r)
+    # the same start with a negligible learning rate stands in for the initial weights
+    initial = train(_config(shapes, *base, "max_steps=1", "optim.lr=1e-12"), tmp_path / "initial")
+    start, _ = hiclip.load(initial.final)
+    model, _ = hiclip.load(warm.final)
+    for name, value in start.vision.state_dict().items():
+        assert torch.equal(value, model.vision.state_dict()[name]), name
+    assert torch.equal(start.logit_scale, model.logit_scale)
+    assert (start.text.token_embedding.weight - model.text.token_embedding.weight).abs().max() > 1e-4
+    after = train(_config(shapes, *base, "max_steps=5"), tmp_path / "after")
+    records = [json.loads(l) for l in (tmp_path / "after" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_clip", "loss_mlm"} <= set(records[-1])  # steps 4-5 run every term
+
+
+def test_per_tower_clipping_clips_each_tower_to_the_limit() -> None:
+    from hiclip.factory import create_model
+    from hiclip.train.config import LossConfig
+    from hiclip.train.loop import _clip
+    from hiclip.train.objectives import Objective
+
+    objective = Objective(create_model("hiclip-tiny", **json.loads(TINY), vocab_size=50),
+                          LossConfig())
+    for name, p in objective.named_parameters():
+        p.grad = torch.full_like(p, 10.0 if name.startswith("model.text.") else 1e-3)
+
+    def norm(prefix: str) -> float:
+        grads = [p.grad for n, p in objective.named_parameters() if n.startswith(prefix)]
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+    vision_before = norm("model.vision.")
+    total = _clip(objective, 1.0, per_tower=True)
+    assert total > 100
+    assert norm("model.text.") == pytest.approx(1.0, rel=1e-4)
+    assert norm("model.vision.") == pytest.approx(vision_before)  # below the limit: untouched
+    for name, p in objective.named_parameters():
+        p.grad = torch.full_like(p, 10.0 if name.startswith("model.text.") else 1e-3)
+    _clip(objective, 1.0)  # global: the text tower's gradient shrinks the vision tower's too
+    assert norm("model.vision.") < vision_before / 50
+
+
 @pytest.mark.parametrize("extra, message", [
     (["model=hiclip-huge"], "unknown model 'hiclip-huge'"),
     (["data=/no/such/folder"], "training data /no/such/folder not found"),

@@ -46,6 +46,8 @@ def test_shipped_recipes_load() -> None:
     ({"data": "/x"}, ["loss.simsiam_weight=0.2"], "needs image_views >= 2"),
     ({"data": "/x"}, ["batch_size=10", "accum_steps=3"], "not divisible by accum_steps"),
     ({"data": "/x"}, ["nokey"], "--set expects key=value"),
+    ({"data": "/x"}, ["loss.mlm_warmup_steps=10"], "mlm_warmup_steps needs mode 'clip' and loss.mlm_weight > 0"),
+    ({"data": "/x"}, ["loss.mlm_warmup_steps=-1"], "mlm_warmup_steps must be >= 0"),
 ])
 def test_bad_configs_fail_with_one_line(tmp_path, values, overrides, message) -> None:
     recipe = tmp_path / "r.json"

@@ -31,6 +31,9 @@ class OptimConfig:
     warmup_steps: int = 100
     min_lr: float = 0.0
     grad_clip: float = 1.0  # max global L2 norm; 0 disables clipping
+    # Clip each tower's gradient (text tower; vision tower + SimSiam heads; the temperature) to
+    # grad_clip on its own, so one tower's large gradient does not shrink the other's step.
+    clip_per_tower: bool = False
 
 
 @dataclass
@@ -43,6 +46,9 @@ class LossConfig:
     nn_weight: float = 0.0
     # MLM masking: fraction of real word tokens selected; of those 80% [MASK], 10% random, 10% kept.
     mlm_probability: float = 0.15
+    # MLM warm-up: the first this many optimiser steps train the MLM term alone (text tower only;
+    # the images are not encoded), then every term runs.
+    mlm_warmup_steps: int = 0
     # Multi-view supervision: CLIP loss averaged over (image view x text view) pairs.
     multiview: bool = False
     # Second text view for multi-view: "mask" (the MLM-masked caption) or "caption" (another
@@ -142,6 +148,10 @@ class TrainConfig:
             raise HiCLIPError(f"loss.text_view must be 'mask' or 'caption', got {loss.text_view!r}")
         if loss.negatives_per_sample < 1:
             raise HiCLIPError("loss.negatives_per_sample must be >= 1")
+        if loss.mlm_warmup_steps < 0:
+            raise HiCLIPError(f"loss.mlm_warmup_steps must be >= 0, got {loss.mlm_warmup_steps}")
+        if loss.mlm_warmup_steps > 0 and (self.mode != "clip" or loss.mlm_weight <= 0):
+            raise HiCLIPError("loss.mlm_warmup_steps needs mode 'clip' and loss.mlm_weight > 0")
         if self.mode == "clip":
             if self.loss.clip_weight + loss.simsiam_weight + loss.mlm_weight + loss.nn_weight <= 0:
                 raise HiCLIPError("all loss weights are 0: nothing to train")

@@ -192,7 +192,9 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*broadcast_buffers")
             module = nn.parallel.DistributedDataParallel(
                 objective, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-                broadcast_buffers=False)
+                broadcast_buffers=False,
+                # the MLM warm-up leaves the vision tower without gradients
+                find_unused_parameters=config.loss.mlm_warmup_steps > 0)
     optimizer = build_optimizer(objective.named_parameters(), config.optim,
                                 fused=env.device.type == "cuda")
     schedule = WarmupCosine(optimizer, total_steps, config.optim.warmup_steps, config.optim.lr,
@@ -262,6 +264,7 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
         micro_iter = iter(loader)
         while position < steps_per_epoch and step < total_steps:
             micro_batches = [next(micro_iter) for _ in range(config.accum_steps)]
+            objective.mlm_only = step < config.loss.mlm_warmup_steps
             optimizer.zero_grad(set_to_none=True)
             term_sums: dict[str, torch.Tensor] = {}
             finite = True
@@ -286,7 +289,7 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
                     pushes.append(gathered)
             grad_norm = float("nan")
             if finite:
-                grad_norm = _clip(objective, config.optim.grad_clip)
+                grad_norm = _clip(objective, config.optim.grad_clip, config.optim.clip_per_tower)
                 finite = math.isfinite(grad_norm)
             if finite:
                 optimizer.step()
@@ -392,15 +395,29 @@ def _all_finite(loss: torch.Tensor, env: DistEnv) -> bool:
     return bool(flag.item() == 1.0)
 
 
-def _clip(objective: Objective, max_norm: float) -> float:
-    params = [p for p in objective.parameters() if p.grad is not None]
-    if not params:
+def _clip(objective: Objective, max_norm: float, per_tower: bool = False) -> float:
+    """Clip gradients to ``max_norm`` (0: no clipping); return the global norm before clipping.
+    ``per_tower`` clips the text tower, the vision tower with the SimSiam heads, and the rest (the
+    temperature) each on its own."""
+    groups: dict[str, list[torch.Tensor]] = {}
+    for name, p in objective.named_parameters():
+        if p.grad is None:
+            continue
+        key = "all"
+        if per_tower:
+            key = ("text" if name.startswith("model.text.") else
+                   "vision" if name.startswith(("model.vision.", "simsiam.")) else "other")
+        groups.setdefault(key, []).append(p)
+    if not groups:
         return 0.0
-    if max_norm > 0:
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    else:
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-    return float(norm)
+    norms = []
+    for params in groups.values():
+        if max_norm > 0:
+            norms.append(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        else:
+            norms.append(torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
 
 
 def _reduce_terms(terms: dict[str, torch.Tensor | float], env: DistEnv) -> dict[str, float]:

@@ -58,6 +58,8 @@ class Objective(nn.Module):
         self.model = model
         self.loss = loss
         self.mode = mode
+        # Set by the training loop during loss.mlm_warmup_steps: only the MLM term runs.
+        self.mlm_only = False
         embed = model.config.embed_dim
         self.simsiam = (SimSiamHead(embed, loss.simsiam_hidden, loss.simsiam_dim,
                                     loss.simsiam_predictor_hidden)
@@ -100,6 +102,12 @@ class Objective(nn.Module):
 
     def forward(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor],
                                                   torch.Tensor | None]:
+        if self.mode == "clip" and self.mlm_only:
+            masked, labels = self._masked(batch.text, batch.seeds)
+            states = self.model.text.forward_tokens(masked, batch.text.attention_mask,
+                                                    batch.text.word_ids)
+            term = self._mlm(states, labels)
+            return self.loss.mlm_weight * term, {"mlm": term.detach()}, None
         if self.mode == "mlm":
             masked, labels = self._masked(batch.text, batch.seeds)
             states = self.model.text.forward_tokens(masked, batch.text.attention_mask,
