@@ -79,6 +79,8 @@ def run_job(name: str, train_args: list[str], seed: int, opts: argparse.Namespac
         _run(["train", *train_args, "--data", opts.data, "--out", str(folder), "--seed", str(seed),
               "--no-progress", *device, *threads], log, env)
     trained = time.time()
+    if opts.train_only:
+        return {"recipe": name, "seed": seed, "train_seconds": round(trained - start, 1)}
     final = str(folder / "final")
     result: dict[str, Any] = {"recipe": name, "seed": seed, "args": train_args,
                               "train_seconds": round(trained - start, 1)}
@@ -149,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="shapes dataset folder (hiclip data shapes)")
     parser.add_argument("--out", required=True, help="sweep folder (one run folder per job)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", nargs="+", help="run only these recipes of the grid")
+    parser.add_argument("--only", nargs="+", metavar="NAME[:SEED]",
+                        help="run only these recipes of the grid (NAME:SEED: only that seed)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train and stop; a later run without it scores the trained runs")
     parser.add_argument("--jobs", type=int, default=1, help="jobs run at once")
     parser.add_argument("--device", help="training and induction device (default: train's auto)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per job")
@@ -160,11 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         grid: dict[str, list[str]] = json.loads(Path(opts.grid).read_text())
     except (OSError, json.JSONDecodeError) as error:
         parser.error(f"{opts.grid}: {error}")
+    order = [(name, seed) for seed in opts.seeds for name in grid]
     if opts.only:
-        unknown = sorted(set(opts.only) - set(grid))
+        wanted = [item.rpartition(":")[::2] if ":" in item else (item, "") for item in opts.only]
+        unknown = sorted({name for name, _ in wanted} - set(grid))
         if unknown:
             parser.error(f"{opts.grid}: no recipe named {', '.join(unknown)}")
-        grid = {k: v for k, v in grid.items() if k in opts.only}
+        order = [(name, int(seed)) for name, seed in wanted if seed] + [
+            (name, seed) for seed in opts.seeds for name, s in wanted if not s]
+        grid = {k: v for k, v in grid.items() if any(k == name for name, _ in wanted)}
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     began = time.time()
@@ -181,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAILED {name} seed {seed}: {error}", flush=True)
             return
         with lock:
+            if opts.train_only:
+                print(f"[{time.time() - began:6.0f} s] {name} seed {seed}: trained in "
+                      f"{result['train_seconds']} s", flush=True)
+                return
             results.append(result)
             summarise(results, grid, out)
             print(f"[{time.time() - began:6.0f} s] {name} seed {seed}: test F1 "
@@ -188,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"vs SLIC {result['groups_slic_miou']:.3f}, val Rsum "
                   f"{result.get('val_rsum', float('nan')):.1f}", flush=True)
 
-    order = [(name, seed) for seed in opts.seeds for name in grid]
     with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
         for _ in pool.map(lambda item: job(*item), order):
             pass
+    if opts.train_only:
+        return 0
     print(summarise(results, grid, out))
     return 0 if len(results) == len(order) else 1
 
