@@ -127,8 +127,10 @@ def test_priors_on_cuda_match_cpu_with_finite_gradients(combine: str) -> None:
     group_weight = torch.randn(4, 49, 49, generator=g)
 
     def run(device: torch.device) -> dict[str, torch.Tensor]:
-        a = links.to(device).requires_grad_()
-        hh, vv = h.to(device).requires_grad_(), v.to(device).requires_grad_()
+        # copies: on the CPU .to() returns the tensor itself, and requires_grad_ would then make
+        # the CUDA copies non-leaf (no .grad)
+        a = links.to(device, copy=True).requires_grad_()
+        hh, vv = h.to(device, copy=True).requires_grad_(), v.to(device, copy=True).requires_grad_()
         tree = tree_prior(a)
         group = group_prior(hh, vv, combine)
         ((tree * tree_weight.to(device)).sum() + (group * group_weight.to(device)).sum()).backward()
