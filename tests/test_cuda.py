@@ -24,7 +24,7 @@ from hiclip.tokenizer import TextBatch
 from hiclip.train.config import TrainConfig, load_config
 from hiclip.train.loop import TrainHooks, train
 
-from model_sizes import TWO_LAYER  # tests/model_sizes.py
+from model_sizes import SHAPES_32, TWO_LAYER  # tests/model_sizes.py
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -36,11 +36,7 @@ CAPTIONS = [
     "a small blue circle above a red square",
 ]
 # The end-to-end runs: the model of tests/test_train_clip.py (32 x 32 shapes images).
-TRAIN_MODEL = {
-    "embed_dim": 32,
-    "text": {"layers": 2, "width": 32, "heads": 2, "context_length": 24},
-    "vision": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "heads": 2},
-}
+TRAIN_MODEL = SHAPES_32
 
 
 @pytest.fixture

@@ -14,15 +14,12 @@ from hiclip.cli import main as cli
 from hiclip.errors import HiCLIPError
 from hiclip.train.config import load_config
 from hiclip.train.loop import TrainHooks, train
+from model_sizes import SHAPES_32
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = json.dumps({
-    "embed_dim": 32,
-    "text": {"layers": 2, "width": 32, "heads": 2, "context_length": 24},
-    "vision": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "heads": 2},
-})
+TINY = json.dumps(SHAPES_32)
 
 
 @pytest.fixture(scope="module")
