@@ -97,39 +97,39 @@ def make_optimizer(model: torch.nn.Module, device: torch.device) -> torch.optim.
     return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True if device.type == "cuda" else None)
 
 
-def ours_step(model: hiclip.HiCLIP, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-              bf16: bool = False) -> Step:
-    """One train step of our model (forward + CLIP loss under ``bf16`` autocast, backward, AdamW)."""
-    device = images.device
+def train_step(model: torch.nn.Module, logits_of: Callable[[], torch.Tensor], device: torch.device,
+               bf16: bool = False) -> Step:
+    """One train step: ``logits_of()`` (image x text logits) and the CLIP loss under ``bf16``
+    autocast, backward, AdamW."""
     opt = make_optimizer(model, device)
 
     def step() -> None:
         with precision_context(device, bf16):
-            out = model(images, ids, mask)
-            loss = clip_loss(out["logit_scale"] * out["image_features"] @ out["text_features"].T)
+            loss = clip_loss(logits_of())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     return step
+
+
+def ours_step(model: hiclip.HiCLIP, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+              bf16: bool = False) -> Step:
+    """A train step of our model."""
+    def logits() -> torch.Tensor:
+        out = model(images, ids, mask)
+        return out["logit_scale"] * out["image_features"] @ out["text_features"].T
+
+    return train_step(model, logits, images.device, bf16)
 
 
 def hf_step(model: torch.nn.Module, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
             bf16: bool = False) -> Step:
     """The same step for a ``transformers.CLIPModel``."""
-    device = images.device
-    opt = make_optimizer(model, device)
     attention_mask = mask.long()
-
-    def step() -> None:
-        with precision_context(device, bf16):
-            out = model(input_ids=ids, pixel_values=images, attention_mask=attention_mask)
-            loss = clip_loss(out.logits_per_image)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
+    return train_step(model, lambda: model(input_ids=ids, pixel_values=images,
+                                            attention_mask=attention_mask).logits_per_image,
+                      images.device, bf16)
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}

@@ -85,12 +85,11 @@ def run_job(name: str, train_args: list[str], seed: int, opts: argparse.Namespac
     result: dict[str, Any] = {"recipe": name, "seed": seed, "args": train_args,
                               "train_seconds": round(trained - start, 1)}
     result.update(_last_validation(folder / "metrics.jsonl"))
-    induce_device = ["--device", opts.device] if opts.device else []
     for split in ("val", "test"):
         pred = folder / f"induce-{split}.jsonl"
         extra = [] if split == "test" else ["--no-images"]
         _run(["induce", "--checkpoint", final, "--data", opts.data, "--split", split, "--out",
-              str(pred), *induce_device, *extra], log, env)
+              str(pred), *device, *extra], log, env)
         for key, label in ((None, "tt"), ("binary", "binary")):
             for metric, value in _tree_scores(pred, opts.data, split, key, log, env).items():
                 result[f"{split}_{label}_{metric}"] = value

@@ -102,18 +102,13 @@ class Objective(nn.Module):
 
     def forward(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor],
                                                   torch.Tensor | None]:
-        if self.mode == "clip" and self.mlm_only:
+        if self.mode == "mlm" or self.mlm_only:
             masked, labels = self._masked(batch.text, batch.seeds)
             states = self.model.text.forward_tokens(masked, batch.text.attention_mask,
                                                     batch.text.word_ids)
             term = self._mlm(states, labels)
-            return self.loss.mlm_weight * term, {"mlm": term.detach()}, None
-        if self.mode == "mlm":
-            masked, labels = self._masked(batch.text, batch.seeds)
-            states = self.model.text.forward_tokens(masked, batch.text.attention_mask,
-                                                    batch.text.word_ids)
-            term = self._mlm(states, labels)
-            return term, {"mlm": term.detach()}, None
+            total = term if self.mode == "mlm" else self.loss.mlm_weight * term  # warm-up: weighted
+            return total, {"mlm": term.detach()}, None
         cfg = self.loss
         assert batch.images is not None
         raw_views = [self.model.encode_image(view) for view in batch.images]  # V x (B, E)
