@@ -21,9 +21,11 @@ runs forward + loss of every model under ``torch.autocast(device, bfloat16)`` (w
 optimiser stay fp32, as in ``hiclip train`` with ``precision=bf16``); the prior micro-benchmarks
 stay fp32, as the priors are never computed in half precision.
 
-A row also times HiCLIP with ``prior_layers=[]``: the affinity modules run forward but the
-attention stays vanilla, so nothing flows back through them; the rest of the overhead is the
-priors, the explicit attention and the backward pass through links. Token ids are drawn from a
+Two ablation rows (eager only) split the overhead, both HiCLIP with ``prior_layers=[]`` (the
+attention stays vanilla): "affinity forward only" (links unused, so nothing flows back through
+the affinity modules) and "affinity forward + backward" (``0 x`` the links added to the loss, so
+the backward pass runs through them). What the second leaves is the priors, the explicit
+attention and the gradient of ``C``. Token ids are drawn from a
 vocabulary of 2048 for every model (``--vocab 0``: each config's own, 49408 for ViT-B/32).
 Usage::
 
@@ -119,6 +121,19 @@ def ours_step(model: hiclip.HiCLIP, images: torch.Tensor, ids: torch.Tensor, mas
     def logits() -> torch.Tensor:
         out = model(images, ids, mask)
         return out["logit_scale"] * out["image_features"] @ out["text_features"].T
+
+    return train_step(model, logits, images.device, bf16)
+
+
+def affinity_step(model: hiclip.HiCLIP, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                  bf16: bool = False) -> Step:
+    """A train step of a HiCLIP built with ``prior_layers=[]`` whose loss also takes ``0 x`` the
+    links, so the backward pass runs through the affinity modules but no prior exists."""
+    def logits() -> torch.Tensor:
+        image, grid = model.encode_image(images, normalize=True, return_affinities=True)
+        text, words = model.encode_text(ids, mask, normalize=True, return_affinities=True)
+        links = grid["h"].sum() + grid["v"].sum() + words["links"].sum()
+        return model.logit_scale.exp() * image @ text.T + 0.0 * links
 
     return train_step(model, logits, images.device, bf16)
 
@@ -282,9 +297,10 @@ def model_rows(name: str, batch: int, args: argparse.Namespace, device: torch.de
     config = get_model_config(name, hierarchy=False, vocab_size=vocab)
     images, ids, mask = random_batch(config, batch, config.text.vocab_size, device)
     models: dict[str, torch.nn.Module] = {}
-    variants = [("hiclip", True, None), ("affinity_only", True, []), ("vanilla", False, None)]
-    if args.compile:  # the ablation would cost another compilation
-        variants.pop(1)
+    variants = [("hiclip", True, None), ("affinity_only", True, []), ("affinity_backward", True, []),
+                ("vanilla", False, None)]
+    if args.compile:  # the ablations would cost more compilations
+        variants = [variants[0], variants[-1]]
     for key, hierarchy, prior_layers in variants:
         torch.manual_seed(0)
         models[key] = hiclip.create_model(
@@ -299,7 +315,8 @@ def model_rows(name: str, batch: int, args: argparse.Namespace, device: torch.de
             model.compile_towers()
             timer(ours_step(model, images, ids, mask, args.bf16))  # compiles forward and backward
             print(f"{name} {key}: compiled in {time.perf_counter() - start:.0f} s wall", flush=True)
-    steps = {key: ours_step(model, images, ids, mask, args.bf16) for key, model in models.items()}
+    steps = {key: (affinity_step if key == "affinity_backward" else ours_step)(model, images, ids, mask, args.bf16)
+             for key, model in models.items()}
     if clip is not None:
         steps["clip"] = hf_step(clip, images, ids, mask, args.bf16)
     t = timer.interleaved(steps, args.rounds, args.warmup)
@@ -314,6 +331,9 @@ def model_rows(name: str, batch: int, args: argparse.Namespace, device: torch.de
         rows.append((f"{name}   affinity forward only (prior_layers=[]: links unused, no backward)",
                      f"{ms['affinity_only']:.1f} ms / {ms['vanilla']:.1f} ms",
                      f"{paired_ratio(t, 'affinity_only', 'vanilla'):.2f}x"))
+        rows.append((f"{name}   affinity forward + backward (prior_layers=[], 0 x links in the loss)",
+                     f"{ms['affinity_backward']:.1f} ms / {ms['vanilla']:.1f} ms",
+                     f"{paired_ratio(t, 'affinity_backward', 'vanilla'):.2f}x"))
     if clip is not None:
         attn = getattr(clip.config, "_attn_implementation", None)
         theirs = f"transformers.CLIPModel{f' ({attn} attention)' if attn else ''}"

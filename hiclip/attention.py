@@ -282,9 +282,7 @@ class ChainAffinity(_NeighbourAffinity):
         links : Tensor, shape (B, N-1)
             In ``(0, 1]`` on valid gaps, 0 elsewhere; never smaller than ``previous``.
         """
-        r, h = self.queries_and_keys(x)
-        forward_scores = (r[:, :-1] * h[:, 1:]).sum(-1)  # token k -> k+1
-        backward_scores = (r[:, 1:] * h[:, :-1]).sum(-1)  # token k+1 -> k
+        forward_scores, backward_scores = neighbour_dots(*self.queries_and_keys(x), (1,))  # k -> k+1, k+1 -> k
         p_forward, p_backward = _chain_probabilities(forward_scores, backward_scores, gap_valid)
         current = symmetric_link(p_forward, p_backward, self.eps) * gap_valid
         return accumulate_links(previous, current)
@@ -301,6 +299,93 @@ def _neighbour_queries(h: Tensor, q: nn.Linear, k: nn.Linear, scale: float) -> t
     weight = (k.weight.t() @ q.weight) * scale
     bias = (q.bias @ k.weight) * scale
     return F.linear(h, weight, bias), h
+
+
+def _shifted_dots(r: Tensor, h: Tensor, offsets: tuple[int, ...]) -> tuple[Tensor, ...]:
+    scores: list[Tensor] = []
+    for o in offsets:
+        scores.append(torch.linalg.vecdot(r[:, :-o], h[:, o:]))
+        scores.append(torch.linalg.vecdot(r[:, o:], h[:, :-o]))
+    return tuple(scores)
+
+
+def _shifted_dots_grad(other: Tensor, grads: tuple[Tensor, ...], offsets: tuple[int, ...], start: int,
+                       leading: bool) -> Tensor:
+    """Gradient of the dots w.r.t. one side, written into one fresh buffer (no full zero-fill).
+
+    ``leading``: the side whose position comes first in ``x_p . y_{p+o}`` for the first score of
+    each offset (``r`` is, ``h`` is not).
+    """
+    B, N, d = other.shape
+    grad = torch.empty(B, N + start, d, dtype=other.dtype, device=other.device)
+    grad[:, :start].zero_()
+    body = grad[:, start:]
+    for i, o in enumerate(offsets):
+        ahead, behind = grads[2 * i].unsqueeze(-1), grads[2 * i + 1].unsqueeze(-1)
+        if not leading:
+            ahead, behind = behind, ahead
+        if i == 0:  # the first offset writes its span and zeroes the last o rows the span misses
+            torch.mul(ahead, other[:, o:], out=body[:, :-o])
+            body[:, -o:].zero_()
+        else:
+            body[:, :-o].addcmul_(ahead, other[:, o:])
+        body[:, o:].addcmul_(behind, other[:, :-o])
+    return grad
+
+
+class _NeighbourDots(torch.autograd.Function):
+    """Forward and gradient of :func:`neighbour_dots` (see there).
+
+    Autograd through the sliced products would, in the backward pass, zero-fill and accumulate a
+    full ``(B, N, d)`` gradient per slice (four slices per offset, plus one for ``start``): on a
+    CPU that costs more than the rest of the affinity together. Here each input's gradient is
+    one buffer that the products are written and added into in place.
+    """
+
+    @staticmethod
+    def forward(r: Tensor, h: Tensor, offsets: tuple[int, ...], start: int) -> tuple[Tensor, ...]:
+        return _shifted_dots(r[:, start:], h[:, start:], offsets)
+
+    @staticmethod
+    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: tuple) -> None:
+        r, h, offsets, start = inputs
+        ctx.save_for_backward(r, h)
+        ctx.offsets, ctx.start = offsets, start
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        r, h = ctx.saved_tensors
+        s = ctx.start
+        # d(r_p . h_{p+o}) / d r_p = h_{p+o}, so r's gradient reads h shifted, and h's reads r.
+        grad_r = _shifted_dots_grad(h[:, s:], grads, ctx.offsets, s, True) if ctx.needs_input_grad[0] else None
+        grad_h = _shifted_dots_grad(r[:, s:], grads, ctx.offsets, s, False) if ctx.needs_input_grad[1] else None
+        return grad_r, grad_h, None, None
+
+
+def neighbour_dots(r: Tensor, h: Tensor, offsets: tuple[int, ...], start: int = 0) -> tuple[Tensor, ...]:
+    """Dot products between positions ``o`` apart on a sequence, both ways, for each offset ``o``.
+
+    Parameters
+    ----------
+    r, h : Tensor, shape (B, N, d)
+        Queries and keys; computed in the wider of their dtypes.
+    offsets : tuple of int
+        Each in ``[1, N - start)``.
+    start : int
+        Leading positions (a CLS token) left out: the sequence is ``r[:, start:]``, ``h[:, start:]``.
+
+    Returns
+    -------
+    tuple of Tensor
+        For each ``o``, in order: ``r_p . h_{p+o}`` and ``r_{p+o} . h_p`` over the positions
+        ``p`` of the sequence, each (B, N - start - o).
+    """
+    dtype = torch.promote_types(r.dtype, h.dtype)  # under autocast: bf16 queries, fp32 LayerNorm output
+    r, h = r.to(dtype), h.to(dtype)
+    if torch.compiler.is_compiling():  # the compiler fuses the plain slices better than a custom backward
+        return _shifted_dots(r[:, start:], h[:, start:], tuple(offsets))
+    return _NeighbourDots.apply(r, h, tuple(offsets), start)
 
 
 def _chain_probabilities(forward: Tensor, backward: Tensor, gap_valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -326,17 +411,22 @@ class GridAffinity(_NeighbourAffinity):
         height: int,
         width: int,
         previous: tuple[Tensor, Tensor] | None = None,
+        start: int = 0,
     ) -> tuple[Tensor, Tensor]:
         """Links of this layer.
 
         Parameters
         ----------
-        x : Tensor, shape (B, H*W, d)
-            Patch states in row-major order (no CLS).
+        x : Tensor, shape (B, start + H*W, d)
+            Patch states in row-major order, after ``start`` leading tokens that take no part.
         height, width : int
             Grid size ``H``, ``W``.
         previous : (Tensor, Tensor), optional
             ``(h, v)`` links of the layer below.
+        start : int
+            Leading tokens (a ViT's CLS) to leave out. Passing the whole sequence rather than
+            ``x[:, 1:]`` spares a copy of the states and a zero-filled gradient per layer; the
+            CLS row's LayerNorm and projection are wasted work, ``1 / (1 + H*W)`` of the affinity.
 
         Returns
         -------
@@ -345,13 +435,11 @@ class GridAffinity(_NeighbourAffinity):
             Links in ``(0, 1]``, never smaller than ``previous``.
         """
         B, W = x.shape[0], width
-        r, h = self.queries_and_keys(x)
-        # Products on the flat row-major sequence (contiguous slices): patch p and p+1 are
-        # horizontal neighbours unless p ends a row (masked below), p and p+W vertical ones.
-        right = F.pad((r[:, :-1] * h[:, 1:]).sum(-1), (0, 1))  # p -> p+1
-        left = F.pad((r[:, 1:] * h[:, :-1]).sum(-1), (1, 0))  # p -> p-1
-        down = F.pad((r[:, :-W] * h[:, W:]).sum(-1), (0, W))  # p -> p+W
-        up = F.pad((r[:, W:] * h[:, :-W]).sum(-1), (W, 0))  # p -> p-W
+        # Scores on the flat row-major sequence: patch p and p+1 are horizontal neighbours unless
+        # p ends a row (masked below), p and p+W vertical ones.
+        right, left, down, up = neighbour_dots(*self.queries_and_keys(x), (1, W), start)
+        right, left = F.pad(right, (0, 1)), F.pad(left, (1, 0))  # p -> p+1, p -> p-1
+        down, up = F.pad(down, (0, W)), F.pad(up, (W, 0))  # p -> p+W, p -> p-W
         scores = torch.stack((right, left, down, up), -1).view(B, height, width, 4)
         probs = _masked_softmax(scores, _grid_neighbour_mask(height, width, x.device))
         h = symmetric_link(probs[:, :, :-1, 0], probs[:, :, 1:, 1], self.eps)
@@ -431,9 +519,11 @@ class HierarchicalAttention(nn.Module):
         if prior is None and not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            scores = torch.matmul(q * (self.head_dim**-0.5), k.transpose(-1, -2))
-            if mask is not None:
-                scores = scores.masked_fill_(~mask, float("-inf"))
+            scale = self.head_dim**-0.5
+            if mask is None:
+                scores = torch.matmul(q * scale, k.transpose(-1, -2))
+            else:  # bias + scale * q k^T in one op whose backward is one multiplication
+                scores = torch.add(_key_bias(mask, q.dtype), torch.matmul(q, k.transpose(-1, -2)), alpha=scale)
             attn = scores.softmax(-1)
             if prior is not None:
                 attn = attn * prior.unsqueeze(1).to(attn.dtype)
@@ -444,6 +534,11 @@ class HierarchicalAttention(nn.Module):
                 weights = attn.mean(1)
         out = out.transpose(1, 2).reshape(B, N, width)
         return self.out_proj(out), weights
+
+
+def _key_bias(key_valid: Tensor, dtype: torch.dtype) -> Tensor:
+    """Additive attention bias: 0 for valid keys, ``-inf`` for masked ones (same shape as the mask)."""
+    return torch.zeros(key_valid.shape, dtype=dtype, device=key_valid.device).masked_fill_(~key_valid, float("-inf"))
 
 
 def _cumulative_links(per_layer: Tensor, layer_dim: int) -> Tensor:

@@ -398,7 +398,7 @@ class VisionTower(_Tower):
         prior = None
         if self.affinities is not None:
             grid = self.config.grid
-            links = self.affinities[i](x[:, 1:], grid, grid, links)
+            links = self.affinities[i](x, grid, grid, links, start=1)
             if i in self._prior_layers:
                 aff = self.affinity_config
                 prior = image_prior(links[0], links[1], aff.combine, aff.eps, aff.keep_reference_self)

@@ -18,6 +18,7 @@ from hiclip.attention import (
     attention_links_grid,
     group_prior,
     image_prior,
+    neighbour_dots,
     text_prior,
     tree_prior,
 )
@@ -193,6 +194,50 @@ def test_grid_affinity_matches_definition_and_accumulates() -> None:
         torch.testing.assert_close(v[b, r, c], expected)
     h2, v2 = module(torch.randn(2, H * W, d), H, W, previous=(h, v))
     assert torch.all(h2 >= h) and torch.all(v2 >= v) and torch.all(h2 <= 1) and torch.all(v2 <= 1)
+
+
+def test_grid_affinity_start_skips_leading_tokens() -> None:
+    torch.manual_seed(3)
+    H, W, d = 3, 4, 8
+    module = GridAffinity(d)
+    x = torch.randn(2, 1 + H * W, d, requires_grad=True)
+    h, v = module(x, H, W, start=1)
+    h_ref, v_ref = module(x[:, 1:], H, W)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(v, v_ref)
+    (grad,) = torch.autograd.grad((h * h.detach()).sum() + v.sum(), x)
+    (grad_ref,) = torch.autograd.grad((h_ref * h_ref.detach()).sum() + v_ref.sum(), x)
+    torch.testing.assert_close(grad, grad_ref)
+    assert torch.all(grad[:, 0] == 0)
+
+
+@pytest.mark.parametrize("offsets,start", [((1,), 0), ((1,), 2), ((1, 4), 0), ((1, 4), 1), ((3, 1), 1)])
+def test_neighbour_dots_values_and_gradients(offsets: tuple[int, ...], start: int) -> None:
+    torch.manual_seed(4)
+    r = torch.randn(2, start + 12, 5, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, start + 12, 5, dtype=torch.float64, requires_grad=True)
+    dots = neighbour_dots(r, h, offsets, start)
+    rs, hs = r[:, start:], h[:, start:]
+    for i, o in enumerate(offsets):
+        for p in range(12 - o):
+            torch.testing.assert_close(dots[2 * i][:, p], (rs[:, p] * hs[:, p + o]).sum(-1))
+            torch.testing.assert_close(dots[2 * i + 1][:, p], (rs[:, p + o] * hs[:, p]).sum(-1))
+    assert torch.autograd.gradcheck(lambda a, b: neighbour_dots(a, b, offsets, start), (r, h))
+    # one side without gradient
+    (grad_h,) = torch.autograd.grad(sum(t.sum() for t in neighbour_dots(r.detach(), h, offsets, start)), h)
+    assert torch.all(grad_h[:, :start] == 0)
+
+
+def test_neighbour_dots_mixed_dtypes_promote() -> None:
+    # Under CUDA autocast the queries come out of a linear layer in bf16, the keys out of a
+    # LayerNorm in fp32; the dots are computed in fp32, as the plain product would be.
+    r = torch.randn(2, 6, 4, dtype=torch.bfloat16, requires_grad=True)
+    h = torch.randn(2, 6, 4, requires_grad=True)
+    dots = neighbour_dots(r, h, (1,))
+    assert all(t.dtype == torch.float32 for t in dots)
+    torch.testing.assert_close(dots[0], (r[:, :-1].float() * h[:, 1:]).sum(-1))
+    sum(t.sum() for t in dots).backward()
+    assert r.grad.dtype == torch.bfloat16 and h.grad.dtype == torch.float32
 
 
 def test_accumulate_links_is_the_hierarchical_constraint() -> None:
