@@ -7,9 +7,11 @@ Prints one table:
   default (any of ``hiclip/model_configs``, e.g. the paper's ``hiclip-vit-b-32``);
 * our vanilla model against a randomly initialised ``transformers.CLIPModel`` of the same size
   (built from our config, no download);
+* one layer of each tower of the first model, forward + backward: the affinity module, and its
+  LayerNorm + projection alone, against a vanilla block;
 * ``tree_prior`` (prefix sums, O(n^2)) against the reference Tree-Transformer construction with
   two O(n^3) matmuls, at n = 77, and ``group_prior`` at 7x7 and 14x14 grids (``--skip-micro``
-  leaves them out).
+  leaves out these and the layer rows).
 
 Models are timed in interleaved rounds (one step of each per round) so that load from other
 processes on a shared machine hits all of them alike; times are wall-clock medians over rounds
@@ -312,7 +314,7 @@ def model_rows(name: str, batch: int, args: argparse.Namespace, device: torch.de
     if args.compile:
         for key, model in models.items():
             start = time.perf_counter()
-            model.compile_towers()
+            model.compile_towers(dynamic=False)  # static kernels per size, as one training run has
             timer(ours_step(model, images, ids, mask, args.bf16))  # compiles forward and backward
             print(f"{name} {key}: compiled in {time.perf_counter() - start:.0f} s wall", flush=True)
     steps = {key: (affinity_step if key == "affinity_backward" else ours_step)(model, images, ids, mask, args.bf16)
@@ -373,6 +375,46 @@ def micro_rows(args: argparse.Namespace, device: torch.device, timer: Timer) -> 
     return rows
 
 
+def layer_rows(name: str, batch: int, args: argparse.Namespace, device: torch.device,
+               timer: Timer) -> list[tuple[str, str, str]]:
+    """One layer of each tower, forward + backward: the affinity module against a vanilla block.
+
+    Puts the affinity's floor in numbers: its own LayerNorm and full-width projection (method.md
+    1) are fixed work, like one more of the block's width x width matmuls.
+    """
+    model = hiclip.create_model(name).to(device).train()
+    config = model.config
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    towers = [("vision", model.vision, 1 + config.vision.grid ** 2), ("text", model.text, config.text.context_length)]
+    for tower_name, tower, n in towers:
+        x = torch.randn(batch, n, tower.config.width, generator=g).to(device).requires_grad_()
+        grad = torch.randn(batch, n, tower.config.width, generator=g).to(device)
+        block, affinity = tower.blocks[0], tower.affinities[0]
+        if tower_name == "vision":
+            grid = config.vision.grid
+            block_step = lambda: block(x)[0].backward(grad)  # noqa: E731
+            links = lambda: sum(t.sum() for t in affinity(x, grid, grid, start=1))  # noqa: E731
+        else:
+            valid = torch.ones(batch, n, dtype=torch.bool, device=device)
+            gaps = valid[:, 1:].clone()
+            gaps[:, 0] = gaps[:, -1] = False  # SOT and EOT take no part
+            block_step = lambda: block(x, valid)[0].backward(grad)  # noqa: E731
+            links = lambda: affinity(x, gaps).sum()  # noqa: E731
+        steps = {
+            "block": block_step,
+            "affinity": lambda: links().backward(),
+            "projection": lambda: sum(t.sum() for t in affinity.queries_and_keys(x)).backward(),
+        }
+        t = timer.interleaved(steps, args.rounds * 3, args.warmup)
+        ms = {key: median(values) * 1e3 for key, values in t.items()}
+        rows.append((f"{name} {tower_name} layer forward+backward (batch {batch}, {n} tokens): affinity module / vanilla block",
+                     f"{ms['affinity']:.2f} ms / {ms['block']:.2f} ms", f"{paired_ratio(t, 'affinity', 'block'):.2f}x"))
+        rows.append((f"{name}   its LayerNorm + projection alone / vanilla block",
+                     f"{ms['projection']:.2f} ms / {ms['block']:.2f} ms", f"{paired_ratio(t, 'projection', 'block'):.2f}x"))
+    return rows
+
+
 def main() -> None:
     args, device, batches = parse_args()
     torch.set_num_threads(args.threads)
@@ -391,6 +433,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if not args.skip_micro:
+        rows += layer_rows(args.models[0], batches[0], args, device, timer)
         rows += micro_rows(args, device, timer)
 
     width = max(len(r[0]) for r in rows)
