@@ -9,7 +9,8 @@ Implements method.md sections 1-3 (and the attention-map affinities of section 5
 * :class:`HierarchicalAttention` is multi-head attention whose probabilities are multiplied by
   ``C``; without a prior it *is* ``scaled_dot_product_attention``.
 * :func:`attention_links_chain` / :func:`attention_links_grid` read links out of the attention
-  maps of any (vanilla) transformer, so CLIP and HiCLIP can be compared on equal terms.
+  maps of any (vanilla) transformer, so CLIP and HiCLIP can be compared on equal terms;
+  :func:`attention_links_causal_chain` does it for a causal text tower (an imported CLIP).
 
 Conventions: links are in ``(0, 1]``; a link of ``0`` marks a gap that does not exist (padding,
 special tokens). Priors are computed in float32 (float64 stays float64) whatever the input dtype.
@@ -500,8 +501,9 @@ class HierarchicalAttention(nn.Module):
         Parameters
         ----------
         x : Tensor, shape (B, N, width)
-        key_valid : Tensor, shape (B, N), bool, optional
-            False for padding keys (masked out of the softmax).
+        key_valid : Tensor, shape (B, N) or (B, N, N), bool, optional
+            False for padding keys (masked out of the softmax); a (B, N, N) mask gives, per
+            query row, the keys it may attend to (a causal text tower).
         prior : Tensor, shape (B, N, N), optional
             Constituent prior ``C`` (broadcast over heads).
         need_weights : bool
@@ -514,7 +516,9 @@ class HierarchicalAttention(nn.Module):
         """
         B, N, width = x.shape
         q, k, v = self.in_proj(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        mask = None if key_valid is None else key_valid[:, None, None, :]
+        mask = None
+        if key_valid is not None:  # (B, N): keys; (B, N, N): query-key pairs (causal & padding)
+            mask = key_valid[:, None, None, :] if key_valid.dim() == 2 else key_valid[:, None]
         weights = None
         if prior is None and not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -573,6 +577,44 @@ def attention_links_chain(attention: Tensor, gap_valid: Tensor, eps: float = 1e-
     p_forward = forward / total[..., :-1].clamp_min(tiny)
     p_backward = backward / total[..., 1:].clamp_min(tiny)
     current = symmetric_link(p_forward, p_backward, eps) * valid
+    return _cumulative_links(current, -2)
+
+
+def attention_links_causal_chain(attention: Tensor, gap_valid: Tensor, eps: float = 1e-6) -> Tensor:
+    """Links of a chain read from *causal* attention maps (a CLIP text tower).
+
+    Under a causal mask token ``k`` cannot attend to ``k+1``, so the link between ``k`` and
+    ``k+1`` has only one direction to come from: token ``k+1`` attending to token ``k``. Its only
+    visible neighbour is ``k``, so renormalising over the neighbourhood (as
+    :func:`attention_links_chain` does) would always give 1. Instead the attention of ``k+1`` to
+    its left neighbour is compared with its attention to itself, the other position next to the
+    gap that it sees::
+
+        p_k = A[k+1, k] / (A[k+1, k] + A[k+1, k+1])          # head-averaged attention A
+        a~_k = sqrt(p_k * p_k + eps)                         # the symmetric link with both directions p_k
+
+    then accumulated over layers with the hierarchical constraint. A token that looks back at its
+    left neighbour more than at itself links to it (``p_k > 0.5``); one that keeps to itself
+    marks a break. ``p_k`` does not depend on how much attention goes to distant tokens (CLIP
+    text heads put much of it on SOT), nor on the position in the sentence.
+
+    Parameters
+    ----------
+    attention : Tensor, shape (B, L, N, N)
+        Head-averaged attention probabilities of each layer (rows = queries), causal.
+    gap_valid : Tensor, shape (B, N-1), bool
+        Gaps that may link.
+
+    Returns
+    -------
+    links : Tensor, shape (B, L, N-1)
+        Non-decreasing over layers, in ``(0, 1]`` on valid gaps, 0 elsewhere.
+    """
+    valid = gap_valid.unsqueeze(1)
+    left = attention.diagonal(offset=-1, dim1=-2, dim2=-1)  # A[k+1, k]
+    own = attention.diagonal(dim1=-2, dim2=-1)[..., 1:]  # A[k+1, k+1]
+    share = left / (left + own).clamp_min(torch.finfo(attention.dtype).tiny)
+    current = symmetric_link(share, share, eps) * valid
     return _cumulative_links(current, -2)
 
 

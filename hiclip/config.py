@@ -83,6 +83,10 @@ class TextConfig:
     ``prior_layers`` lists the (0-based) layers whose attention is multiplied by the prior
     (``None``: all); every layer still carries an affinity module when the hierarchy is on.
     ``mlm_head`` adds the BERT-style masked-language-model transform used by ``mlm_logits``.
+    ``causal`` adds CLIP's causal mask (token ``i`` attends to tokens ``<= i`` only); off, the
+    tower is the bidirectional Tree-Transformer of method.md 3. Imported CLIPs set it (their
+    weights were trained causal); with the hierarchy on, the prior multiplies the causally
+    masked attention (``softmax(QK^T / sqrt(d) + causal mask) * C``, see ``hiclip.model``).
     """
 
     vocab_size: int = 1000
@@ -95,6 +99,7 @@ class TextConfig:
     ln_eps: float = 1e-5
     prior_layers: list[int] | None = None
     mlm_head: bool = True
+    causal: bool = False
 
     def __post_init__(self) -> None:
         _validate_tower(self, "text")

@@ -1,7 +1,8 @@
 """HiCLIP towers and model (method.md 1-4).
 
 * :class:`TextTower`: token + positional embedding, pre-LN blocks with bidirectional attention and
-  a padding mask, final LN, pooled at EOT, projected; a Tree-Transformer when the hierarchy is on.
+  a padding mask (or CLIP's causal mask with ``text.causal``), final LN, pooled at EOT, projected;
+  a Tree-Transformer when the hierarchy is on.
 * :class:`VisionTower`: a ViT (patch conv, CLS, positional embedding, LN, pre-LN blocks, CLS
   pooling, LN, projection); a Group Transformer when the hierarchy is on.
 * :class:`HiCLIP`: both towers and the learnable temperature.
@@ -18,6 +19,12 @@ positions in between (or, when ``word_ids`` are given, the positions with ``word
 Subwords (method.md 3): a link exists only between the last piece of a word and the first piece
 of the next; gaps inside a word take no part in the affinity softmax and their link is 1 in the
 prior, so a word is never split.
+
+A causal text tower (``text.causal``, imported CLIPs) masks the attention before the softmax,
+``softmax(QK^T / sqrt(d) + causal & padding mask)``; with the hierarchy on the prior then
+multiplies those probabilities as in method.md 3, so the mask keeps what the pretrained weights
+expect and the prior only shapes the visible (lower-triangle) part. The affinity modules still
+score both neighbours of a word: they are not attention and are not masked.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from hiclip.attention import (
     GridAffinity,
     HierarchicalAttention,
     accumulate_links,
+    attention_links_causal_chain,
     attention_links_chain,
     attention_links_grid,
     image_prior,
@@ -153,7 +161,8 @@ class _Tower(nn.Module):
 
 
 class TextTower(_Tower):
-    """Text encoder: a bidirectional Transformer, a Tree-Transformer when ``hierarchy`` is on.
+    """Text encoder: a bidirectional (or, with ``config.causal``, causal) Transformer, a
+    Tree-Transformer when ``hierarchy`` is on.
 
     Parameters
     ----------
@@ -201,7 +210,9 @@ class TextTower(_Tower):
         dict of Tensor
             ``valid`` (B, T) non-padding; ``special`` (B, T) SOT/EOT; ``word_ids`` (B, T), -1
             outside words; ``eot`` (B,) EOT position; ``boundary`` (B, T-1) gaps between two
-            different words (the only gaps that link); ``intra_word`` (B, T-1) gaps inside a word.
+            different words (the only gaps that link); ``intra_word`` (B, T-1) gaps inside a word;
+            ``attend``: the keys each query may attend to, ``valid`` (B, T) or, for a causal
+            tower, (B, T, T) ``valid`` keys at or before the query.
         """
         if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
             raise HiCLIPError(
@@ -228,7 +239,11 @@ class TextTower(_Tower):
             words = word_ids >= 0
         both = words[:, :-1] & words[:, 1:]
         same_word = word_ids[:, :-1] == word_ids[:, 1:]
+        attend = valid
+        if self.config.causal:
+            attend = valid.unsqueeze(1) & torch.ones(T, T, dtype=torch.bool, device=valid.device).tril()
         return {
+            "attend": attend,
             "valid": valid,
             "special": special,
             "word_ids": word_ids,
@@ -246,7 +261,7 @@ class TextTower(_Tower):
                 aff = self.affinity_config
                 prior = text_prior(links, masks["intra_word"], masks["special"], masks["valid"], aff.eps,
                                    aff.keep_reference_self)
-        x, weights = self.blocks[i](x, masks["valid"], prior, need_weights)
+        x, weights = self.blocks[i](x, masks["attend"], prior, need_weights)
         return x, links, weights
 
     def _run(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None,
@@ -319,8 +334,8 @@ class TextTower(_Tower):
             if self.affinities is not None:
                 token_links = torch.stack(links, 1)
             else:
-                token_links = attention_links_chain(torch.stack(weights, 1), masks["boundary"],
-                                                    self.affinity_config.eps)
+                read_links = attention_links_causal_chain if self.config.causal else attention_links_chain
+                token_links = read_links(torch.stack(weights, 1), masks["boundary"], self.affinity_config.eps)
             result.append(word_level_links(token_links, masks["word_ids"]))
         if return_attention:
             result.append(torch.stack(weights, 1))
