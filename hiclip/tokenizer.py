@@ -1,19 +1,33 @@
-"""Tokenizer: word-level (default, one word = one token) or BPE, built on ``tokenizers``.
+"""Tokenizer: word-level (default, one word = one token), BPE, or a pretrained CLIP's, on ``tokenizers``.
 
 Words are the whitespace-separated tokens of the input (or the items of a pre-split list);
 they are lower-cased. Every sequence is ``[SOT] tokens... [EOT]`` followed by ``[PAD]`` (id 0).
 ``word_ids`` maps each token to the index of the word it comes from (-1 for SOT/EOT/PAD), which is
 what the model needs to read word-level links out of subword tokens.
+
+The ``"clip"`` kind carries a pretrained vocabulary with its own special ids (CLIP's byte-level
+BPE with ``</w>`` word ends, SOT ``<|startoftext|>``, EOT = PAD = UNK ``<|endoftext|>``, no mask
+token), or a vocabulary exported by ``hiclip export-hf``. It tokenises the raw text exactly as
+``transformers.CLIPTokenizer`` does (the file's normaliser, pre-tokeniser and model: NFC,
+whitespace runs to one space, lower-casing, CLIP's regex split, byte-level BPE) and truncates like
+it (the first ``context_length - 2`` pieces, then EOT). Word ids map each piece to the
+whitespace word it came from, through the pieces' character offsets, so the pieces of one word
+(``don't`` -> ``don``, ``'``, ``t</w>``) share its word id. Its special ids are read from the
+file itself: SOT and EOT from the post-processor, PAD from the padding settings, UNK from the
+model, the mask token from a special added token named ``<|mask|>``, ``[MASK]`` or ``<mask>``.
 """
 from __future__ import annotations
 
 import json
+import re
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
 from hiclip.errors import HiCLIPError
 
@@ -21,6 +35,9 @@ SPECIAL_TOKENS = ("[PAD]", "[SOT]", "[EOT]", "[UNK]", "[MASK]")
 DEFAULT_CONTEXT_LENGTH = 77
 #: Marks a BPE piece that continues a word (as WordPiece does), so ids decode back to words.
 SUBWORD_PREFIX = "##"
+#: The mask token :meth:`HiCLIPTokenizer.with_mask_token` adds to a pretrained vocabulary.
+MASK_TOKEN = "<|mask|>"
+_MASK_NAMES = (MASK_TOKEN, "[MASK]", "<mask>")
 
 
 @dataclass
@@ -30,11 +47,12 @@ class TextBatch:
     Attributes
     ----------
     input_ids : Tensor, shape (B, T), long
-        ``SOT ... EOT`` then ``PAD = 0``.
+        ``SOT ... EOT`` then PAD (id 0; a ``"clip"`` tokenizer's own pad id).
     attention_mask : Tensor, shape (B, T), bool
         True on SOT, tokens and EOT.
     word_ids : Tensor, shape (B, T), long
-        Word index of each token; -1 for SOT/EOT/PAD.
+        Word index of each token; -1 for SOT/EOT/PAD (and, ``"clip"`` kind, for the pieces of a
+        word cut by truncation).
     n_words : Tensor, shape (B,), long
         Number of words that fit in the context (whole words only).
     words : list of list of str
@@ -69,28 +87,40 @@ def _text_iterator(texts: Iterable[str | Sequence[str]]) -> Iterable[str]:
 
 
 class HiCLIPTokenizer:
-    """Word-level or BPE tokenizer with the special tokens ``[PAD]=0, [SOT], [EOT], [UNK], [MASK]``.
+    """Word-level or BPE tokenizer with the special tokens ``[PAD]=0, [SOT], [EOT], [UNK], [MASK]``,
+    or (kind ``"clip"``) a pretrained tokenizer with its own special ids (module docstring).
 
-    Build with :meth:`train_word_level`, :meth:`train_bpe` or :meth:`from_file`.
+    Build with :meth:`train_word_level`, :meth:`train_bpe`, :meth:`from_pretrained_parts` or
+    :meth:`from_file`.
 
     Parameters
     ----------
     tokenizer : tokenizers.Tokenizer
-        Must contain the five special tokens, ``[PAD]`` with id 0.
+        Without a post-processor: must contain the five special tokens, ``[PAD]`` with id 0.
+        With one (``"clip"`` kind): it adds SOT/EOT; the special ids are read from the file.
     context_length : int
         Default maximum sequence length (SOT and EOT included).
     """
 
     def __init__(self, tokenizer: Tokenizer, context_length: int = DEFAULT_CONTEXT_LENGTH, where: str = "tokenizer") -> None:
+        if context_length < 3:
+            raise HiCLIPError(f"{where}: context_length {context_length} leaves no room between SOT and EOT")
+        self._tok = tokenizer
+        self.context_length = int(context_length)
+        if tokenizer.post_processor is not None:
+            self._kind = "clip"
+            roles = _pretrained_roles(tokenizer, where)
+            self.sot_token_id, self.eot_token_id, self.pad_token_id, self.unk_token_id, self.mask_token_id = roles
+            tokenizer.no_padding()
+            tokenizer.no_truncation()
+            self._end_of_word = getattr(tokenizer.model, "end_of_word_suffix", None) or ""
+            return
         missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
         if missing:
             raise HiCLIPError(f"{where}: special token(s) {missing} missing from the vocabulary")
         if tokenizer.token_to_id("[PAD]") != 0:
             raise HiCLIPError(f"{where}: [PAD] must have id 0, has {tokenizer.token_to_id('[PAD]')}")
-        if context_length < 3:
-            raise HiCLIPError(f"{where}: context_length {context_length} leaves no room between SOT and EOT")
-        self._tok = tokenizer
-        self.context_length = int(context_length)
+        self._kind = "bpe" if isinstance(tokenizer.model, models.BPE) else "word_level"
         self.pad_token_id = 0
         self.sot_token_id = tokenizer.token_to_id("[SOT]")
         self.eot_token_id = tokenizer.token_to_id("[EOT]")
@@ -157,14 +187,60 @@ class HiCLIPTokenizer:
         context = context_length or stored.get("max_length") or DEFAULT_CONTEXT_LENGTH
         return cls(tok, int(context), where=str(path))
 
-    def save(self, path: str | Path) -> None:
-        """Write ``tokenizer.json`` (the ``tokenizers`` format; the default context length is
-        stored in its ``truncation.max_length`` field)."""
-        self._tok.enable_truncation(self.context_length)
+    @classmethod
+    def from_pretrained_parts(cls, tokenizer: Tokenizer, sot_token: str, eot_token: str,
+                              pad_token: str | None = None, context_length: int = DEFAULT_CONTEXT_LENGTH,
+                              where: str = "tokenizer") -> "HiCLIPTokenizer":
+        """A ``"clip"`` tokenizer from a pretrained ``tokenizers.Tokenizer`` (e.g. the backend of
+        ``transformers.CLIPTokenizer``) and the names of its special tokens.
+
+        A copy is taken. Its post-processor is kept when it adds exactly ``sot_token`` and
+        ``eot_token`` (CLIP's ``RobertaProcessing``), else replaced by ``SOT $A EOT``; the pad
+        token (default: ``eot_token``, CLIP's convention) is recorded in its padding settings.
+        """
+        tok = Tokenizer.from_str(tokenizer.to_str())
+        ids = {}
+        for name in (sot_token, eot_token, pad_token or eot_token):
+            token_id = tok.token_to_id(name)
+            if token_id is None:
+                raise HiCLIPError(f"{where}: special token {name!r} is not in the vocabulary")
+            ids[name] = token_id
         try:
-            self._tok.save(str(path))
+            current = _pretrained_roles(tok, where)[:2] if tok.post_processor is not None else None
+        except HiCLIPError:
+            current = None
+        if current != (ids[sot_token], ids[eot_token]):
+            tok.post_processor = processors.TemplateProcessing(
+                single=f"{sot_token} $A {eot_token}",
+                special_tokens=[(sot_token, ids[sot_token]), (eot_token, ids[eot_token])])
+        pad = pad_token or eot_token
+        tok.enable_padding(pad_id=ids[pad], pad_token=pad)
+        return cls(tok, context_length, where)
+
+    def with_mask_token(self) -> "HiCLIPTokenizer":
+        """This tokenizer, or (a ``"clip"`` one without a mask token) a copy with :data:`MASK_TOKEN`
+        added as a special token with the next free id (``vocab_size``)."""
+        if self.mask_token_id is not None:
+            return self
+        tok = Tokenizer.from_str(self.to_json())
+        tok.add_special_tokens([AddedToken(MASK_TOKEN, special=True, normalized=False)])
+        return HiCLIPTokenizer(tok, self.context_length)
+
+    def to_json(self) -> str:
+        """The ``tokenizers`` JSON that :meth:`save` writes."""
+        self._tok.enable_truncation(self.context_length)
+        if self._kind == "clip":
+            self._tok.enable_padding(pad_id=self.pad_token_id, pad_token=self._tok.id_to_token(self.pad_token_id))
+        try:
+            return self._tok.to_str(pretty=True)
         finally:
             self._tok.no_truncation()
+            self._tok.no_padding()
+
+    def save(self, path: str | Path) -> None:
+        """Write ``tokenizer.json`` (the ``tokenizers`` format; the default context length is
+        stored in its ``truncation.max_length`` field, a ``"clip"`` pad id in ``padding``)."""
+        Path(path).write_text(self.to_json(), encoding="utf-8")
 
     # properties -------------------------------------------------------------------------------
     @property
@@ -174,13 +250,28 @@ class HiCLIPTokenizer:
 
     @property
     def kind(self) -> str:
-        """``"word_level"`` or ``"bpe"``."""
-        return "bpe" if isinstance(self._tok.model, models.BPE) else "word_level"
+        """``"word_level"``, ``"bpe"`` or ``"clip"`` (a pretrained tokenizer, module docstring)."""
+        return self._kind
 
     @property
-    def special_token_ids(self) -> dict[str, int]:
-        """Ids of ``[PAD]``, ``[SOT]``, ``[EOT]``, ``[UNK]``, ``[MASK]``."""
-        return {t: self._tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    def special_token_ids(self) -> dict[str, int | None]:
+        """Ids of the roles ``[PAD]``, ``[SOT]``, ``[EOT]``, ``[UNK]``, ``[MASK]`` (``None`` where a
+        ``"clip"`` vocabulary has no such token; CLIP's EOT, PAD and UNK share one id)."""
+        ids = (self.pad_token_id, self.sot_token_id, self.eot_token_id, self.unk_token_id, self.mask_token_id)
+        return dict(zip(SPECIAL_TOKENS, ids))
+
+    @property
+    def regular_id_range(self) -> tuple[int, int]:
+        """``[low, high)``: the longest run of ids holding no special token (MLM draws its random
+        replacement tokens from it): ``[5, vocab_size)``, or CLIP's ``[0, 49406)``."""
+        if self._kind != "clip":
+            return len(SPECIAL_TOKENS), self.vocab_size
+        added = json.loads(self._tok.to_str()).get("added_tokens") or []
+        special = {t["id"] for t in added if t.get("special")}
+        special |= {i for i in self.special_token_ids.values() if i is not None}
+        edges = [-1, *sorted(special), self.vocab_size]
+        low, high = max(zip(edges, edges[1:]), key=lambda pair: pair[1] - pair[0])
+        return low + 1, high
 
     def token_to_id(self, token: str) -> int | None:
         """Id of ``token`` or None."""
@@ -235,6 +326,9 @@ class HiCLIPTokenizer:
         if context < 3:
             raise HiCLIPError(f"tokenizer: context_length {context} leaves no room between SOT and EOT")
         word_lists = self._split(texts)
+        if self._kind == "clip":
+            rows, kept_words = self._encode_raw(texts, word_lists, context - 2)
+            return self._batch(rows, kept_words, context, pad_to_context)
         encodings = self._tok.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=False)
         budget = context - 2
         rows: list[tuple[list[int], list[int]]] = []
@@ -251,8 +345,45 @@ class HiCLIPTokenizer:
             n = wids[-1] + 1 if wids else 0
             rows.append(([self.sot_token_id] + ids + [self.eot_token_id], [-1] + wids + [-1]))
             kept_words.append([w.lower() for w in words[:n]])
+        return self._batch(rows, kept_words, context, pad_to_context)
+
+    def _encode_raw(self, texts: Sequence[str | Sequence[str]], word_lists: list[list[str]],
+                    budget: int) -> tuple[list[tuple[list[int], list[int]]], list[list[str]]]:
+        """``"clip"`` kind: encode each raw text (a word list joined by spaces) as CLIP does, and
+        give each piece the index of the whitespace word its first character lies in."""
+        strings = [text if isinstance(text, str) else " ".join(words) for text, words in zip(texts, word_lists)]
+        specials = [t for t in (self._tok.id_to_token(self.sot_token_id), self._tok.id_to_token(self.eot_token_id)) if t]
+        for i, text in enumerate(strings):
+            for token in specials:
+                if token in text:
+                    raise HiCLIPError(f"tokenizer: text {i} contains the special token {token!r}")
+        rows: list[tuple[list[int], list[int]]] = []
+        kept_words: list[list[str]] = []
+        for i, (text, enc) in enumerate(zip(strings, self._tok.encode_batch(strings, add_special_tokens=False))):
+            spans = [m.span() for m in re.finditer(r"\S+", text)]
+            starts = [a for a, _ in spans]
+            wids = []
+            for a, _ in enc.offsets:
+                w = bisect_right(starts, a) - 1
+                if w < 0 or a >= spans[w][1]:
+                    raise HiCLIPError(f"tokenizer: text {i} could not be aligned to its {len(spans)} words")
+                wids.append(w)
+            if sorted(set(wids)) != list(range(len(spans))):
+                raise HiCLIPError(f"tokenizer: text {i} could not be aligned to its {len(spans)} words")
+            ids = list(enc.ids)
+            if len(ids) > budget:  # CLIP keeps the first pieces; a word cut short is no word
+                cut_word = wids[budget] if wids[budget] == wids[budget - 1] else -2
+                ids = ids[:budget]
+                wids = [-1 if w == cut_word else w for w in wids[:budget]]
+            n = max(wids, default=-1) + 1
+            rows.append(([self.sot_token_id] + ids + [self.eot_token_id], [-1] + wids + [-1]))
+            kept_words.append([text[a:b].lower() for a, b in spans[:n]])
+        return rows, kept_words
+
+    def _batch(self, rows: list[tuple[list[int], list[int]]], kept_words: list[list[str]], context: int,
+               pad_to_context: bool) -> TextBatch:
         T = context if pad_to_context else max(len(r[0]) for r in rows) if rows else 2
-        input_ids = torch.zeros(len(rows), T, dtype=torch.long)
+        input_ids = torch.full((len(rows), T), self.pad_token_id, dtype=torch.long)
         word_ids = torch.full((len(rows), T), -1, dtype=torch.long)
         attention_mask = torch.zeros(len(rows), T, dtype=torch.bool)
         for i, (ids, wids) in enumerate(rows):
@@ -267,6 +398,12 @@ class HiCLIPTokenizer:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         specials = {self.pad_token_id, self.sot_token_id, self.eot_token_id}
+        if self._kind == "clip":
+            kept = [i for i in ids if not (skip_special_tokens and i in specials)]
+            text = self._tok.decode(kept, skip_special_tokens=False)
+            if self._end_of_word:
+                text = text.replace(self._end_of_word, " ")
+            return " ".join(text.split())
         words: list[str] = []
         for i in ids:
             if skip_special_tokens and i in specials:
@@ -277,3 +414,39 @@ class HiCLIPTokenizer:
             else:
                 words.append(token)
         return " ".join(words)
+
+
+def _pretrained_roles(tok: Tokenizer, where: str) -> tuple[int, int, int, int | None, int | None]:
+    """``(sot, eot, pad, unk, mask)`` ids of a ``"clip"`` tokenizer, read from its JSON
+    (module docstring); ``unk`` and ``mask`` may be None."""
+    data: dict[str, Any] = json.loads(tok.to_str())
+    post = data.get("post_processor") or {}
+    kind = post.get("type")
+    if kind in ("RobertaProcessing", "BertProcessing"):
+        sot, eot = int(post["cls"][1]), int(post["sep"][1])
+    elif kind == "TemplateProcessing":
+        single = post.get("single") or []
+        names = [next(iter(piece.values()))["id"] for piece in single]
+        if len(single) != 3 or "SpecialToken" not in single[0] or "Sequence" not in single[1] \
+                or "SpecialToken" not in single[2]:
+            raise HiCLIPError(f"{where}: the post-processor's template {names} is not 'SOT $A EOT'")
+        table = post.get("special_tokens") or {}
+        try:
+            sot, eot = (int(table[name]["ids"][0]) for name in (names[0], names[2]))
+        except (KeyError, IndexError):
+            raise HiCLIPError(f"{where}: the post-processor's special tokens {names[0]!r}, {names[2]!r} "
+                              "have no ids") from None
+    else:
+        raise HiCLIPError(f"{where}: post-processor {kind!r} is not supported (expected one that adds "
+                          "a start and an end token, as CLIP's RobertaProcessing or a template 'SOT $A EOT')")
+    padding = data.get("padding") or {}
+    pad = int(padding.get("pad_id", eot)) if padding else eot
+    unk_name = (data.get("model") or {}).get("unk_token")
+    unk = tok.token_to_id(unk_name) if unk_name else None
+    named = {t["content"]: t["id"] for t in data.get("added_tokens") or [] if t.get("special")}
+    mask = next((named[name] for name in _MASK_NAMES if name in named), None)
+    size = tok.get_vocab_size(with_added_tokens=True)
+    for role, token_id in (("SOT", sot), ("EOT", eot), ("PAD", pad)):
+        if not 0 <= token_id < size:
+            raise HiCLIPError(f"{where}: {role} id {token_id} is outside the vocabulary of {size}")
+    return sot, eot, pad, unk, mask
