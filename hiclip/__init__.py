@@ -24,6 +24,9 @@ _EXPORTS = {
     "load": "hiclip.checkpoint",
     "save": "hiclip.checkpoint",
     "HiCLIPError": "hiclip.errors",
+    "import_clip": "hiclip.interop.hf_clip",
+    "export_hf": "hiclip.interop.hf_clip",
+    "load_clip_style": "hiclip.interop.clip_style",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     from hiclip.config import AffinityConfig, HiCLIPConfig, TextConfig, VisionConfig
     from hiclip.errors import HiCLIPError
     from hiclip.factory import create_model, get_model_config, list_models
+    from hiclip.interop.clip_style import load_clip_style
+    from hiclip.interop.hf_clip import export_hf, import_clip
     from hiclip.model import HiCLIP
     from hiclip.tokenizer import HiCLIPTokenizer, TextBatch
 

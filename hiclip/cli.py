@@ -22,6 +22,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("score", "groups"), "hiclip.commands.score_groups", "image groups against segmentation masks"),
     (("figures",), "hiclip.commands.figures", "paper figures from a checkpoint"),
     (("app",), "hiclip.commands.app", "start the Streamlit app"),
+    (("import-clip",), "hiclip.commands.import_clip", "import a local transformers CLIPModel folder"),
+    (("export-hf",), "hiclip.commands.export_hf", "export a vanilla checkpoint as a CLIPModel folder"),
     (("demo",), "hiclip.commands.demo", "the main job: induce, score and report on the shipped models"),
 ]
 
