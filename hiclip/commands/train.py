@@ -3,6 +3,7 @@
     hiclip train --config shapes-tiny --data /tmp/shapes --out runs/shapes-hiclip
     hiclip train --config shapes-tiny --data /tmp/shapes --out runs/shapes-clip --no-hierarchy
     hiclip train --config shapes-tiny --out runs/shapes-hiclip --resume latest
+    hiclip train --config shapes-demo --init runs/imported-clip --model init --data /tmp/shapes
     torchrun --nproc-per-node 2 -m hiclip.cli train --config shapes-tiny --data /tmp/shapes ...
 
 ``--config`` takes a JSON file or a shipped recipe name (``hiclip/configs``). ``--set key=value``
@@ -25,7 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "captions-mlm); default: the run folder's params.json when resuming")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable), e.g. --set optim.lr=3e-4")
-    parser.add_argument("--model", help="model name (hiclip-tiny, hiclip-small, ...) or config path")
+    parser.add_argument("--model", help="model name (hiclip-tiny, hiclip-small, ...) or config path; "
+                        "with --init, 'init' takes the checkpoint's architecture")
+    parser.add_argument("--init", metavar="CKPT",
+                        help="start from this checkpoint's weights (its architecture; the recipe's model "
+                             "settings must agree with it or be overridden explicitly)")
     hierarchy = parser.add_mutually_exclusive_group()
     hierarchy.add_argument("--hierarchy", dest="hierarchy", action="store_true", default=None,
                            help="hierarchy-aware attention on (HiCLIP; the recipes' default)")
@@ -54,7 +59,7 @@ def _stored_config(out: Path) -> dict:
 def run(args: argparse.Namespace) -> int:
     from hiclip.train.config import apply_overrides, config_from_dict, load_config
 
-    explicit = {"model": args.model, "hierarchy": args.hierarchy, "data": args.data,
+    explicit = {"model": args.model, "hierarchy": args.hierarchy, "data": args.data, "init": args.init,
                 "text_corpus": args.text_corpus, "max_steps": args.max_steps, "seed": args.seed,
                 "device": args.device}
     if args.no_progress:

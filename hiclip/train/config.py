@@ -17,6 +17,9 @@ from typing import Any
 
 from hiclip.errors import HiCLIPError
 
+#: ``model`` value that takes the architecture of the ``init`` checkpoint (hiclip.train.init).
+INIT_MODEL = "init"
+
 
 @dataclass
 class OptimConfig:
@@ -74,6 +77,9 @@ class TrainConfig:
     mode: str = "clip"
     model: str = "hiclip-tiny"
     hierarchy: bool = True
+    # Start from this checkpoint's weights (hiclip train --init; see hiclip/train/init.py for how
+    # the recipe's model settings must agree with it). ``model: "init"`` takes its architecture.
+    init: str | None = None
     # Extra keyword overrides forwarded to the model config (e.g. {"text": {"layers": 2}}).
     model_overrides: dict[str, Any] = field(default_factory=dict)
     # Dataset spec (folder with manifest.jsonl, CSV, ...) for "clip" mode, or for "mlm" mode a
@@ -117,6 +123,8 @@ class TrainConfig:
         """Raise :class:`HiCLIPError` for values that cannot work, before anything is built."""
         if self.mode not in ("clip", "mlm"):
             raise HiCLIPError(f"mode must be 'clip' or 'mlm', got {self.mode!r}")
+        if self.model == INIT_MODEL and self.init is None:
+            raise HiCLIPError(f"model {INIT_MODEL!r} takes the architecture of --init CKPT, but no init is given")
         if self.precision not in ("fp32", "bf16"):
             raise HiCLIPError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.augment not in ("none", "light", "full"):

@@ -210,7 +210,12 @@ def read_corpus(path: str | Path) -> list[str]:
 def _context_length(config: TrainConfig) -> tuple[int, int | None]:
     from hiclip.factory import get_model_config
 
-    model = get_model_config(config.model, **dict(config.model_overrides))
+    if config.init is not None:
+        from hiclip.train.init import init_target_config
+
+        model = init_target_config(config)
+    else:
+        model = get_model_config(config.model, **dict(config.model_overrides))
     size = model.vision.image_size if model.vision is not None else None
     return model.text.context_length, size
 
@@ -219,6 +224,10 @@ def _tokenizer(config: TrainConfig, texts: list[str], context: int,
                checkpoint: Path | None) -> HiCLIPTokenizer:
     if checkpoint is not None:
         return HiCLIPTokenizer.from_file(checkpoint / "tokenizer.json", context_length=context)
+    if config.init is not None:
+        from hiclip.train.init import init_tokenizer
+
+        return init_tokenizer(config)
     if config.tokenizer == "bpe":
         return HiCLIPTokenizer.train_bpe(texts, config.bpe_vocab_size, context_length=context)
     return HiCLIPTokenizer.train_word_level(texts, context_length=context)

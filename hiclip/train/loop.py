@@ -132,6 +132,11 @@ def _build_model(config: TrainConfig, vocab_size: int) -> Any:
 def _check_model_name(config: TrainConfig) -> None:
     from hiclip.factory import get_model_config
 
+    if config.init is not None:
+        from hiclip.train.init import init_target_config
+
+        init_target_config(config)  # raises for a recipe that disagrees with the checkpoint
+        return
     get_model_config(config.model, hierarchy=config.hierarchy)  # raises for an unknown model
 
 
@@ -168,10 +173,15 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
     total_steps = config.max_steps or config.epochs * steps_per_epoch
 
     torch.manual_seed(config.seed)
+    init_notes: list[str] = []
     if checkpoint is not None:
         from hiclip.checkpoint import load as load_checkpoint
 
         model, _ = load_checkpoint(checkpoint)
+    elif config.init is not None:
+        from hiclip.train.init import initial_model
+
+        model, init_notes = initial_model(config, data.tokenizer)
     else:
         model = _build_model(config, data.tokenizer.vocab_size)
     if config.mode == "clip" and model.vision is None:
@@ -180,10 +190,13 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
         model.set_grad_checkpointing(True)
     if config.compile:
         model.compile_towers()
-    objective = Objective(model, config.loss, config.mode)
+    objective = Objective(model, config.loss, config.mode, data.tokenizer.mask_token_id,
+                          data.tokenizer.regular_id_range)
     _freeze_unused(objective, config)
     objective.to(env.device).train()
     run = RunFolder(out, writer=env.is_main)
+    for note in init_notes:
+        run.log(note)
     module: nn.Module = objective
     if env.distributed:
         with warnings.catch_warnings():

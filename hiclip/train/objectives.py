@@ -53,9 +53,14 @@ class Objective(nn.Module):
     the weighted scalar loss, the unweighted terms (detached, for logging) and the gathered
     (G, E) text features to push into the NN queue once the step is known to be finite."""
 
-    def __init__(self, model: HiCLIP, loss: LossConfig, mode: str = "clip") -> None:
+    def __init__(self, model: HiCLIP, loss: LossConfig, mode: str = "clip", mask_token_id: int | None = None,
+                 regular_ids: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.model = model
+        # MLM: the tokenizer's mask id and the id range random replacements come from
+        # (default: hiclip's own vocabularies, [MASK] = 4 and ids from 5)
+        self._mask_id = SPECIAL_TOKENS.index("[MASK]") if mask_token_id is None else mask_token_id
+        self._regular_ids = regular_ids or (FIRST_REGULAR_ID, model.config.text.vocab_size)
         self.loss = loss
         self.mode = mode
         # Set by the training loop during loss.mlm_warmup_steps: only the MLM term runs.
@@ -86,10 +91,8 @@ class Objective(nn.Module):
         return self.model.logit_scale.exp().clamp(max=self.model.config.max_logit_scale)
 
     def _masked(self, text: TextBatch, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return mask_tokens(text.input_ids, text.word_ids, seeds, self._mask_id, FIRST_REGULAR_ID,
-                           self.model.config.text.vocab_size, self.loss.mlm_probability)
-
-    _mask_id = SPECIAL_TOKENS.index("[MASK]")
+        return mask_tokens(text.input_ids, text.word_ids, seeds, self._mask_id, *self._regular_ids,
+                           self.loss.mlm_probability)
 
     def _mlm(self, states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         chosen = labels != -100

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from hiclip.evaluate import EvalSet, encode_images, evaluate_retrieval
-from hiclip.tokenizer import SPECIAL_TOKENS
 from hiclip.train.config import TrainConfig
 from hiclip.train.data_order import sample_seed
 from hiclip.train.losses import mask_tokens
@@ -39,9 +38,8 @@ def mlm_accuracy(model: Any, tokenizer: Any, lines: list[str], config: TrainConf
         chunk = lines[start:start + batch_size]
         text = tokenizer(chunk, context_length=context).to(device)
         seeds = torch.tensor([sample_seed(config.seed, -1, start + i) for i in range(len(chunk))])
-        masked, labels = mask_tokens(text.input_ids, text.word_ids, seeds,
-                                     SPECIAL_TOKENS.index("[MASK]"), len(SPECIAL_TOKENS),
-                                     model.config.text.vocab_size, config.loss.mlm_probability)
+        masked, labels = mask_tokens(text.input_ids, text.word_ids, seeds, tokenizer.mask_token_id,
+                                     *tokenizer.regular_id_range, config.loss.mlm_probability)
         states = model.text.forward_tokens(masked, text.attention_mask, text.word_ids)
         chosen = labels != -100
         if not bool(chosen.any()):
