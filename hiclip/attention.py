@@ -598,17 +598,8 @@ def attention_links_causal_chain(attention: Tensor, gap_valid: Tensor, eps: floa
     marks a break. ``p_k`` does not depend on how much attention goes to distant tokens (CLIP
     text heads put much of it on SOT), nor on the position in the sentence.
 
-    Parameters
-    ----------
-    attention : Tensor, shape (B, L, N, N)
-        Head-averaged attention probabilities of each layer (rows = queries), causal.
-    gap_valid : Tensor, shape (B, N-1), bool
-        Gaps that may link.
-
-    Returns
-    -------
-    links : Tensor, shape (B, L, N-1)
-        Non-decreasing over layers, in ``(0, 1]`` on valid gaps, 0 elsewhere.
+    Shapes and ranges as :func:`attention_links_chain`: ``attention`` (B, L, N, N) causal,
+    ``gap_valid`` (B, N-1) bool; returns links (B, L, N-1).
     """
     valid = gap_valid.unsqueeze(1)
     left = attention.diagonal(offset=-1, dim1=-2, dim2=-1)  # A[k+1, k]

@@ -48,6 +48,11 @@ def test_causal_tower_never_looks_ahead(setup) -> None:
     torch.testing.assert_close(states[0, :shared], states[1, :shared], rtol=0, atol=1e-6)
     assert not torch.allclose(states[0, shared + 1], states[1, shared + 1])
     assert torch.all(attention.triu(1) == 0) and attention.shape[1] == 2
+    hiclip_model, _ = hiclip.load(setup["hiclip"])  # with the hierarchy the prior multiplies the masked attention
+    with torch.no_grad():
+        _, attention = hiclip_model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+                                                return_attention=True)
+    assert torch.all(attention.triu(1) == 0) and torch.all(attention.sum(-1) <= 1 + 1e-5)
 
 
 def test_causal_attention_links_definition() -> None:
@@ -222,3 +227,19 @@ def test_init_recipe_must_agree_or_be_overridden(setup, tmp_path, capsys) -> Non
     assert err.startswith("error: --init") and "\n" not in err
     with pytest.raises(HiCLIPError, match="needs|no init"):
         load_config("shapes-tiny", [f"data={setup['data']}"], model="init")
+
+
+def test_init_run_resumes_without_its_init_checkpoint(setup, tmp_path) -> None:
+    import shutil
+
+    init = tmp_path / "init"
+    shutil.copytree(setup["hiclip"], init)
+    config = load_config("shapes-tiny", [
+        f"data={setup['data']}", "batch_size=4", "max_steps=1", "progress=false", "val_split=null",
+        "loss.simsiam_weight=0", "image_views=1", "augment=none", "optim.warmup_steps=0"],
+        init=str(init), model="init")
+    train(config, tmp_path / "run")
+    shutil.rmtree(init)  # the run's own checkpoint holds the model and the tokenizer (with its mask token)
+    config.max_steps = 2
+    resumed = train(config, tmp_path / "run", resume="latest")
+    assert resumed.steps == 2 and hiclip.load(resumed.final)[1].mask_token_id is not None

@@ -207,10 +207,14 @@ def read_corpus(path: str | Path) -> list[str]:
     return lines
 
 
-def _context_length(config: TrainConfig) -> tuple[int, int | None]:
+def _context_length(config: TrainConfig, checkpoint: Path | None = None) -> tuple[int, int | None]:
     from hiclip.factory import get_model_config
 
-    if config.init is not None:
+    if config.init is not None and checkpoint is not None:  # resuming a --init run: its own model
+        from hiclip.checkpoint import read_config
+
+        model = read_config(checkpoint)
+    elif config.init is not None:
         from hiclip.train.init import init_target_config
 
         model = init_target_config(config)
@@ -236,7 +240,7 @@ def _tokenizer(config: TrainConfig, texts: list[str], context: int,
 def build_training_data(config: TrainConfig, env: DistEnv,
                         tokenizer_from: Path | None = None) -> TrainingData:
     """Open the data, learn (or reload) the tokenizer, and build train/validation sets."""
-    context, image_size = _context_length(config)
+    context, image_size = _context_length(config, tokenizer_from)
     if config.mode == "mlm":
         return _mlm_data(config, context, tokenizer_from)
     check_data_spec(config.data)

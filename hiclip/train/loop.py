@@ -129,10 +129,12 @@ def _build_model(config: TrainConfig, vocab_size: int) -> Any:
     return create_model(config.model, hierarchy=config.hierarchy, vocab_size=vocab_size, **overrides)
 
 
-def _check_model_name(config: TrainConfig) -> None:
+def _check_model_name(config: TrainConfig, resume: str | None = None) -> None:
     from hiclip.factory import get_model_config
 
     if config.init is not None:
+        if resume is not None:
+            return  # the run's own checkpoint holds the model
         from hiclip.train.init import init_target_config
 
         init_target_config(config)  # raises for a recipe that disagrees with the checkpoint
@@ -150,7 +152,7 @@ def train(config: TrainConfig, out: str | Path, resume: str | None = None,
     hooks = hooks or TrainHooks()
     start_time = time.perf_counter()
     config.validate()
-    _check_model_name(config)
+    _check_model_name(config, resume)
     world = env_world_size()
     if config.batch_size % (world * config.accum_steps):
         raise HiCLIPError(f"batch_size {config.batch_size} is not divisible by world size {world} "
