@@ -160,6 +160,26 @@ def test_training_on_a_full_disk_stops_in_one_line_without_leftovers(small_disk,
     assert not (out / "checkpoints" / "step_2").exists()
 
 
+def test_predictions_and_results_on_a_full_disk(small_disk, checkpoint, shapes, tmp_path, capsys,
+                                                monkeypatch):
+    disk = small_disk(32 * 1024)  # passes the writability probe, too small for the predictions
+    folder = disk or tmp_path
+    if disk is None:  # the rename fails, as the last write of a full disk would
+        def full(source, target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(atomic.os, "replace", full)
+    out = folder / "pred.jsonl"
+    assert cli(["induce", "--checkpoint", str(checkpoint), "--data", str(shapes), "--out", str(out)]) == 2
+    assert _one_line_error(capsys) == f"error: {out}: cannot write (no space left on the device)"
+    assert not out.exists() and atomic.stale_temporaries(folder) == []
+    results = folder / "results.json"
+    from hiclip.evaluate import write_results
+
+    with pytest.raises(HiCLIPError, match="results.json: cannot write .no space left on the device."):
+        write_results(results, {"padding": "x" * 200_000})
+    assert atomic.stale_temporaries(folder) == []
+
+
 def test_stale_checkpoint_temporary_filling_the_disk_is_cleaned_on_resume(small_disk, shapes, tmp_path):
     disk = small_disk(4 * 1024 * 1024)
     if disk is None:
@@ -222,6 +242,9 @@ def test_read_only_outputs_fail_before_any_work(read_only, checkpoint, shapes, c
                 "--out", str(read_only / "run")]) == 2
     assert "read-only file system" in _one_line_error(capsys)
     assert cli(["data", "shapes", "--out", str(read_only / "data"), "--n", "4"]) == 2
+    assert "read-only file system" in _one_line_error(capsys)
+    assert cli(["figures", "--checkpoint", str(checkpoint), "--data", str(shapes),
+                "--out", str(read_only / "figures")]) == 2
     assert "read-only file system" in _one_line_error(capsys)
 
 

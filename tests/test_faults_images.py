@@ -122,3 +122,16 @@ def test_resize_bounds_the_longer_side_and_keeps_the_centre():
     # images up to 8:1 are resized exactly as before
     photo = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
     assert np.array_equal(np.asarray(Resize(224)(photo)), np.asarray(photo.resize((299, 224), Image.BICUBIC)))
+
+
+def test_a_decompression_bomb_is_refused_in_one_line(tmp_path, monkeypatch):
+    """Kept from before: an image over PIL's pixel limit is refused from its header."""
+    from hiclip.data import open_dataset
+    from hiclip.errors import HiCLIPError
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # stands in for a 2 x 89-megapixel file
+    Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / "bomb.png")
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(
+        {"id": "bomb", "image": "bomb.png", "captions": ["a black square"]}) + "\n")
+    with pytest.raises(HiCLIPError, match=r"manifest.jsonl:1: image bomb.png: refused as a decompression bomb"):
+        open_dataset(tmp_path)
