@@ -25,9 +25,9 @@ import hiclip
 from hiclip import atomic
 from hiclip.cli import main as cli
 from hiclip.errors import HiCLIPError
-from hiclip.train.config import load_config
 from hiclip.train.loop import TrainHooks, train
 from hiclip.train.run_folder import RunFolder
+from fault_helpers import shapes_60, tiny_recipe
 from model_sizes import SHAPES_32
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,19 +92,11 @@ def read_only(tmp_path, request, monkeypatch):
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
-    from hiclip.data.shapes import ShapesConfig, generate_dataset
-
-    out = tmp_path_factory.mktemp("shapes") / "data"
-    generate_dataset(out, ShapesConfig(n=60, seed=1, image_size=32), workers=1)
-    return out
+    return shapes_60(tmp_path_factory.mktemp("shapes") / "data")
 
 
 def _config(shapes: Path, *extra: str):
-    return load_config("shapes-tiny", [
-        f"data={shapes}", f"model_overrides={json.dumps(SHAPES_32)}", "batch_size=8", "epochs=1",
-        "log_every=1", "progress=false", "optim.warmup_steps=2", "image_views=1",
-        "loss.simsiam_weight=0", "val_split=null", "checkpoint_every=2", "keep_checkpoints=0",
-        *extra])
+    return tiny_recipe(shapes, "checkpoint_every=2", "keep_checkpoints=0", *extra)
 
 
 @pytest.fixture(scope="module")

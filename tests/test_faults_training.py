@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 from hiclip.cli import main as cli
 from hiclip.errors import HiCLIPError
-from hiclip.train.config import load_config
 from hiclip.train.loop import TrainHooks, train
+from fault_helpers import shapes_60, tiny_recipe
 from model_sizes import SHAPES_32
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,10 +51,7 @@ def _lines_of_split(folder: Path, split: str) -> list[int]:
 @pytest.fixture(scope="module")
 def damaged(tmp_path_factory) -> dict:
     """60 shapes samples at 32 px; two training images truncated."""
-    from hiclip.data.shapes import ShapesConfig, generate_dataset
-
-    folder = tmp_path_factory.mktemp("faults") / "data"
-    generate_dataset(folder, ShapesConfig(n=60, seed=1, image_size=32), workers=1)
+    folder = shapes_60(tmp_path_factory.mktemp("faults") / "data")
     train_lines = _lines_of_split(folder, "train")
     bad = [train_lines[3], train_lines[20]]
     jpegs = [truncate_as_jpeg(folder, line) for line in bad]
@@ -62,10 +59,7 @@ def damaged(tmp_path_factory) -> dict:
 
 
 def _config(data: Path, *extra: str):
-    return load_config("shapes-tiny", [
-        f"data={data}", f"model_overrides={json.dumps(SHAPES_32)}", "batch_size=8", "epochs=1",
-        "log_every=1", "progress=false", "optim.warmup_steps=2", "image_views=1",
-        "loss.simsiam_weight=0", "loss.mlm_weight=0.5", "val_split=null", *extra])
+    return tiny_recipe(data, *extra)
 
 
 def test_undecodable_image_stops_the_run_naming_file_and_manifest_line(damaged, tmp_path, capsys):
@@ -131,10 +125,7 @@ def test_full_check_skips_undecodable_images_before_training(damaged, tmp_path):
 
 
 def test_undecodable_validation_image(damaged, tmp_path):
-    folder = tmp_path / "data"
-    from hiclip.data.shapes import ShapesConfig, generate_dataset
-
-    generate_dataset(folder, ShapesConfig(n=60, seed=1, image_size=32), workers=1)
+    folder = shapes_60(tmp_path / "data")
     line = _lines_of_split(folder, "val")[0]
     jpeg = truncate_as_jpeg(folder, line)
     with pytest.raises(HiCLIPError, match=f"manifest.jsonl:{line}: image .*{jpeg.name}"):
