@@ -4,7 +4,8 @@ A 200000 x 1 PNG is a few hundred bytes and passes every pixel-count limit, but 
 shorter side to the model's size while keeping the ratio asked for about 39 GB at 224 px. The
 test runs the app's analysis, ``induce``, ``eval`` and training validation on such images in a
 subprocess whose address space is capped (``RLIMIT_AS``) at 1 GiB above what it holds after its
-imports, and requires every resize to take well under a second.
+imports. Times are printed, not asserted: ``benchmarks/image_memory.py`` measures them against the
+unbounded resize (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -102,8 +103,7 @@ def test_strip_images_run_everywhere_under_a_memory_cap(strips, tiny_checkpoint)
                           str(2**30)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    slow = {name: t for name, t in result["times"].items() if t > 0.5 and "transform" in name}
-    assert not slow, slow
+    print(json.dumps(result, indent=1))
     assert {"induce", "eval", "validation", "wide app", "tall app"} <= set(result["times"])
 
 
