@@ -76,6 +76,8 @@ class DataRoot:
 
     path: Path
     given: bool = False
+    # realpath of each folder seen, so a file costs one lstat rather than one per path component
+    _folders: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, default: Path, image_root: str | Path | None) -> "DataRoot":
@@ -84,9 +86,19 @@ class DataRoot:
             return cls(Path(os.path.realpath(image_root)), True)
         return cls(Path(os.path.realpath(default)))
 
+    def resolve(self, path: str | Path) -> str:
+        """``os.path.realpath(path)``, with the folders' resolutions cached."""
+        folder, name = os.path.split(os.path.abspath(path))
+        if name in ("", ".", "..") or os.path.islink(path):
+            return os.path.realpath(path)
+        real = self._folders.get(folder)
+        if real is None:
+            real = self._folders[folder] = os.path.realpath(folder)
+        return os.path.join(real, name)
+
     def contains(self, path: str | Path) -> bool:
         """True when ``path``, with ``..``, absolute parts and symlinks resolved, is inside."""
-        real = os.path.realpath(path)
+        real = self.resolve(path)
         root = str(self.path)
         return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -96,7 +108,7 @@ class DataRoot:
             hint = ("" if self.given else "; to read files from another folder, name it with "
                     "image_root= / --image-root")
             raise InputProblem("path outside the dataset",
-                               f"{what} resolves to {os.path.realpath(path)}, outside "
+                               f"{what} resolves to {self.resolve(path)}, outside "
                                f"{'the image root' if self.given else 'the dataset folder'} {self.path}{hint}")
 
 
