@@ -94,6 +94,15 @@ def test_image_root_names_another_folder(layout):
         open_dataset(layout["data"], image_root=layout["root"] / "missing")
 
 
+def test_the_image_root_can_come_from_the_environment(layout, monkeypatch):
+    """For the commands and the app that take no --image-root (score groups, figures, app)."""
+    _manifest(layout["data"], [{"id": "far", "image": "far.png", "captions": ["x"]}])
+    with pytest.raises(HiCLIPError, match="missing image|file not found"):
+        open_dataset(layout["data"])
+    monkeypatch.setenv("HICLIP_IMAGE_ROOT", str(layout["store"]))
+    assert len(open_dataset(layout["data"])) == 1
+
+
 def test_csv_paths_are_confined_to_the_csv_folder_or_its_image_root(layout):
     csv = layout["data"] / "pairs.csv"
     csv.write_text("filepath,title\nimages/good.png,a grey square\n../store/far.png,a far square\n")

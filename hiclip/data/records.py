@@ -106,7 +106,7 @@ class DataRoot:
         """Raise ``InputProblem("path outside the dataset")`` unless ``path`` is inside."""
         if not self.contains(path):
             hint = ("" if self.given else "; to read files from another folder, name it with "
-                    "image_root= / --image-root")
+                    "image_root= / --image-root / $HICLIP_IMAGE_ROOT")
             raise InputProblem("path outside the dataset",
                                f"{what} resolves to {self.resolve(path)}, outside "
                                f"{'the image root' if self.given else 'the dataset folder'} {self.path}{hint}")
