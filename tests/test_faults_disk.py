@@ -379,3 +379,23 @@ def test_concurrent_savers_of_one_folder_never_leave_a_mix(checkpoint, tmp_path)
         values = {float(p.detach().flatten()[0]) for p in model.parameters()}
         assert values in ({0.25}, {0.5})
     assert atomic.stale_temporaries(target) == []
+
+
+def test_a_log_or_metrics_write_on_a_full_disk_is_one_line(tmp_path):
+    run = RunFolder(tmp_path / "run")
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    handler = next(h for h in run.logger.handlers if hasattr(h, "baseFilename"))
+    handler.stream = Full()  # injected: the next line of out.log meets a full disk
+    with pytest.raises(HiCLIPError, match=r"out.log: cannot write \(no space left on the device\)"):
+        run.log("step 1")
+    run.close()
+    (tmp_path / "run" / "metrics.jsonl").mkdir()  # a metrics file that cannot be opened
+    with pytest.raises(HiCLIPError, match=r"metrics.jsonl: cannot write"):
+        RunFolder(tmp_path / "run").metrics({"step": 1})
