@@ -611,9 +611,10 @@ def save_label_map_png(labels: np.ndarray, path: str | Path) -> None:
         raise HiCLIPError(f"a label map must be 2-D; got shape {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() > 65535):
         raise HiCLIPError(f"label values must lie in [0, 65535] for a uint16 PNG: {path}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels.astype(np.uint16)).save(path)
+    from hiclip.atomic import atomic_path
+
+    with atomic_path(path, fsync=False) as tmp:  # complete or absent, whoever else writes it
+        Image.fromarray(labels.astype(np.uint16)).save(tmp, format="PNG")
 
 
 def load_label_map_png(path: str | Path) -> np.ndarray:

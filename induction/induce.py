@@ -184,16 +184,15 @@ def induce_samples(model, tokenizer, samples: Sequence, options: InduceOptions,
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
-    """Write records atomically (temporary file, then rename); returns how many were written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write records atomically (a temporary of this run only, then rename); returns how many
+    were written."""
+    from hiclip.atomic import atomic_open
+
     count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_open(path) as handle:
         for record in records:
             handle.write(json.dumps(record, separators=(",", ":")) + "\n")
             count += 1
-    tmp.replace(path)
     return count
 
 

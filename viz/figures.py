@@ -372,8 +372,9 @@ def training_figure(run: str | Path, out: str | Path, fmt: str = "png") -> str:
 
 def write_index(index: Mapping, out: str | Path) -> Path:
     """``figures.json``: the files written and the numbers behind the plots."""
-    path = Path(out) / "figures.json"
-    path.write_text(json.dumps(_json_ready(index), indent=2) + "\n")
+    from hiclip.atomic import atomic_write_text
+
+    path = atomic_write_text(Path(out) / "figures.json", json.dumps(_json_ready(index), indent=2) + "\n")
     plt.close("all")
     return path
 

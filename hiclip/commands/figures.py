@@ -56,6 +56,7 @@ def _model_name(model, folder: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import hiclip
+    from hiclip.atomic import check_writable
     from hiclip.data import open_dataset
     from viz import figures
 
@@ -63,13 +64,13 @@ def run(args: argparse.Namespace) -> int:
         raise HiCLIPError(f"--checkpoint {args.checkpoint}: not a folder")
     if args.random is not None and args.random < 1:
         raise HiCLIPError(f"--random must be at least 1, got {args.random}")
+    check_writable(args.out, folder=True)  # before any work
     dataset = open_dataset(args.data, split=args.split)
     if len(dataset) == 0:
         raise HiCLIPError(f"{args.data}: no samples")
     model, tokenizer = hiclip.load(args.checkpoint)
     model.eval()
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     index: dict = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
                    "samples": {}}
 

@@ -286,6 +286,8 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
             pushes: list[torch.Tensor] = []
             for m, raw in enumerate(micro_batches):
                 batch = collate_to_batch(raw, data, env.device, config)
+                for note in data.take_notes():
+                    run.warn(note)
                 sync = (m == config.accum_steps - 1 or not env.distributed)
                 context = module.no_sync() if (env.distributed and not sync) else nullcontext()
                 with context:
@@ -343,7 +345,8 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
                 record: dict[str, Any] = {"step": step, "epoch": epoch + position / steps_per_epoch,
                                           "lr": lr, "samples_per_s": window_samples / elapsed,
                                           "logit_scale": float(model.logit_scale.detach().exp()),
-                                          "grad_norm": grad_norm, "skipped": skipped}
+                                          "grad_norm": grad_norm, "skipped": skipped,
+                                          "skipped_images": data.take_skipped()}
                 for name, total in sums.items():
                     record[f"loss_{name}"] = total / max(sum_count, 1)
                 if sums:
@@ -460,7 +463,7 @@ def _gather_rng(env: DistEnv) -> Any:
 # Keys that only change how a run is observed, not what it computes.
 RUNTIME_KEYS = ("out", "progress", "throttle_s", "device", "tensorboard", "num_workers", "log_every",
                 "val_every", "val_max_samples", "checkpoint_every", "keep_checkpoints",
-                "max_nonfinite")
+                "max_nonfinite", "on_error", "check_images", "image_root")
 
 
 def _changed_keys(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
