@@ -82,6 +82,7 @@ def test_imported_vanilla_links_come_from_its_causal_attention(setup) -> None:
     assert torch.all(links[1, :, : n - 1] > 0.0) and torch.all(links[1, :, n - 1:] == 0.0)
 
 
+@pytest.mark.slow
 def test_induce_eval_and_figures_on_an_imported_224px_clip(setup, tmp_path, capsys) -> None:
     for name in ("clip", "hiclip"):
         out = tmp_path / f"{name}.jsonl"
@@ -108,6 +109,7 @@ def test_induce_eval_and_figures_on_an_imported_224px_clip(setup, tmp_path, caps
     assert (figures / "figures.json").is_file()
 
 
+@pytest.mark.slow
 def test_app_shows_an_imported_clip(setup, monkeypatch, tmp_path) -> None:
     from streamlit.testing.v1 import AppTest
 
