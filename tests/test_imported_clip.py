@@ -245,3 +245,23 @@ def test_init_run_resumes_without_its_init_checkpoint(setup, tmp_path) -> None:
     config.max_steps = 2
     resumed = train(config, tmp_path / "run", resume="latest")
     assert resumed.steps == 2 and hiclip.load(resumed.final)[1].mask_token_id is not None
+
+
+def test_a_fine_tuned_import_exports_with_its_grown_vocabulary(setup, tmp_path) -> None:
+    """MLM fine-tuning adds <|mask|>; the export carries the 1-larger vocabulary and transformers
+    computes the fine-tuned model's features."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    result = train(_init_config(setup, "hierarchy=false", "loss.mlm_weight=1.0", init="clip"), tmp_path / "run")
+    model, tok = hiclip.load(result.final)
+    report = hiclip.export_hf(result.final, tmp_path / "hf")
+    assert report.swapped_ids is None and not report.warnings
+    clip, clip_tok = CLIPModel.from_pretrained(tmp_path / "hf").eval(), AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert clip.config.text_config.vocab_size == tok.vocab_size == len(clip_tok) and clip_tok.mask_token == "<|mask|>"
+    batch = tok(TEXTS)
+    hf = clip_tok(TEXTS, padding=True, truncation=True, max_length=24, return_tensors="pt")
+    assert torch.equal(batch.input_ids, hf["input_ids"])
+    with torch.no_grad():
+        theirs = clip.get_text_features(**hf)
+        torch.testing.assert_close(getattr(theirs, "pooler_output", theirs),
+                                   model.encode_text(batch.input_ids, batch.attention_mask), rtol=0, atol=1e-5)
