@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import hiclip
-from clip_folders import TEXTS, clip_tokenizer, make_clip_folder
+from clip_folders import TEXTS, make_clip_folder
 from hiclip.cli import main
 from hiclip.errors import HiCLIPError
 from hiclip.interop.hf_clip import add_fresh_hierarchy, export_hf, import_clip, import_clip_checkpoint
