@@ -28,7 +28,7 @@ and the evaluation), without changes here.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,7 +39,7 @@ import numpy as np
 from hiclip.errors import HiCLIPError
 from induction.group_metrics import GroupScores, mean_scores, score_segmentation
 from induction.image_groups import layer_groups, load_label_map_png, snap_to_superpixels, upsample_labels
-from induction.predictions import PredictionRecord, Predictions
+from induction.predictions import ImagePrediction, PredictionRecord, Predictions
 from induction.segment_baselines import BASELINES, baseline_segments
 
 NOT_A_LEVEL = ("crowd",)  # mask levels left out unless asked for by gt_levels
@@ -78,6 +78,9 @@ class GroupEvalOptions:
         Score only this split of the predictions and the dataset.
     level : {"best", "all"}
         Report the best level only, or every level and the best.
+    baseline_level : {"best", "all"} or None
+        Where matched sources (the baselines) are scored; None: as ``level``. ``"best"`` with
+        ``level="all"`` gives the model at every level and the baselines at its best one.
     gt_levels : list of str or None
         Mask levels to score against (default: all the dataset has, except COCO's ``crowd``).
     baselines : tuple of str
@@ -96,6 +99,7 @@ class GroupEvalOptions:
 
     split: str | None = None
     level: str = "best"
+    baseline_level: str | None = None
     gt_levels: list[str] | None = None
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     baseline_size: int = 256
@@ -108,8 +112,9 @@ class GroupEvalOptions:
 
     def check(self) -> None:
         """Raise ``HiCLIPError`` for options that cannot work."""
-        if self.level not in ("best", "all"):
-            raise HiCLIPError(f"level must be 'best' or 'all'; got {self.level!r}")
+        if self.level not in ("best", "all") or self.baseline_level not in (None, "best", "all"):
+            raise HiCLIPError(f"level and baseline_level must be 'best' or 'all'; got {self.level!r}, "
+                              f"{self.baseline_level!r}")
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
             raise HiCLIPError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
@@ -120,7 +125,8 @@ class GroupEvalOptions:
 
     def parameters(self) -> dict[str, Any]:
         """The options that decide the numbers, for reports and ``figures.json``."""
-        return {"split": self.split, "levels": "layers (0 = lowest)", "best_level": DEFINITIONS["best"],
+        return {"split": self.split, "level": self.level, "baseline_level": self.baseline_level or self.level,
+                "levels": "layers (0 = lowest)", "best_level": DEFINITIONS["best"],
                 "groups": ("from the records (image.groups or image.label_maps)" if self.tau is None
                            else {"tau": self.tau, "quantile": self.quantile}),
                 "baselines": list(self.baselines), "baseline_size": self.baseline_size or None,
@@ -574,7 +580,8 @@ def evaluate_groups(predictions: Predictions, truth: dict[str, GroundTruth], opt
     layers = layers or []
 
     best = {(g, s.name): _best_level(scores, g, s.name, layers) for g in gt_levels for s in independent}
-    needed = {g: (list(layers) if options.level == "all"
+    baseline_level = options.baseline_level or options.level
+    needed = {g: (list(layers) if baseline_level == "all"
                   else [lvl for lvl in [best[(g, MODEL)]] if lvl is not None]) for g in gt_levels}
     if matched:
         bar = _tracker(progress, "baselines", len(items))
@@ -596,7 +603,8 @@ def evaluate_groups(predictions: Predictions, truth: dict[str, GroundTruth], opt
     for g in gt_levels:
         for source in independent + matched:
             chosen = best[(g, MODEL if source.matched else source.name)]
-            levels_shown: list[int | str] = list(layers) if options.level == "all" else []
+            shown = baseline_level if source.matched else options.level
+            levels_shown: list[int | str] = list(layers) if shown == "all" else []
             if chosen is not None:
                 levels_shown.append("best")
             for level in levels_shown:
@@ -628,3 +636,20 @@ def evaluate_group_file(pred: str | Path, data: str, options: GroupEvalOptions,
     return evaluate_groups(predictions, open_ground_truth(data, options.split), options, str(data),
                            progress=progress)
 
+
+
+def evaluate_image(image: ImagePrediction, masks: Mapping[str, np.ndarray], pixels: np.ndarray | None = None,
+                   sample_id: str = "image", options: GroupEvalOptions | None = None) -> GroupEvaluation:
+    """:func:`evaluate_groups` of one image's predicted groups against its ``masks`` (level ->
+    (height, width) ids), every layer scored: the numbers ``hiclip score groups --level all``
+    gives for that image alone (the app's metrics view). ``pixels`` is the RGB image, needed only
+    by sources that read it (snapping, baselines)."""
+    if not masks:
+        raise HiCLIPError(f"{sample_id}: no masks to score against")
+    shape = next(iter(masks.values())).shape[:2]
+    truth = {sample_id: GroundTruth(sample_id, (int(shape[0]), int(shape[1])),
+                                    {level: (lambda m=m: np.asarray(m)) for level, m in masks.items()},
+                                    lambda: np.asarray(pixels) if pixels is not None else np.zeros(shape + (3,), np.uint8))}
+    record = PredictionRecord(sample_id, None, [], image)
+    options = options or GroupEvalOptions(level="all", baselines=())
+    return evaluate_groups(Predictions([record], sample_id), truth, options, sample_id)

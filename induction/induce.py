@@ -10,7 +10,7 @@ HiCLIP's affinity modules, or attention maps of a model with the hierarchy off. 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,14 @@ import numpy as np
 from hiclip.errors import HiCLIPError
 from induction import image_groups, text_trees
 from induction.affinities import image_links, text_links
-from induction.predictions import CaptionPrediction, ImagePrediction, ModelInfo, PredictionRecord, round_links
+from induction.predictions import (
+    CaptionPrediction,
+    ImagePrediction,
+    ModelInfo,
+    PredictionRecord,
+    Predictions,
+    round_links,
+)
 
 
 @dataclass
@@ -173,6 +180,38 @@ def induce_samples(model, tokenizer, samples: Sequence, options: InduceOptions,
             yield PredictionRecord(sample.id, sample.split, text_by_sample[start + offset], image_entry, info)
         if progress is not None:
             progress(len(chunk))
+
+
+def induce_predictions(model, tokenizer, samples: Sequence, options: InduceOptions | None = None,
+                       checkpoint: str | None = None, source: str | None = None, progress=None,
+                       text_progress=None) -> Predictions:
+    """:func:`induce_samples` collected in memory: the records ``hiclip induce`` would write
+    (without label-map PNGs), for scoring and drawing without a file."""
+    records = list(induce_samples(model, tokenizer, samples, options or InduceOptions(), checkpoint, None,
+                                  progress, text_progress))
+    return Predictions(records, source or f"{checkpoint or model.config.name} (induced in memory)")
+
+
+def reinduce_trees(predictions: Predictions, options: TreeOptions) -> Predictions:
+    """The same records with their trees induced again from their stored links under ``options``
+    (e.g. another start layer or quantile thresholds); captions without links are an error."""
+    captions = list(predictions.captions())
+    missing = [(r, c) for r, c in captions if c.links is None]
+    if missing:
+        record, _ = missing[0]
+        raise HiCLIPError(f"{predictions.where(record)}: caption predictions without links cannot be "
+                          f"parsed again ({len(missing)} of {len(captions)})")
+    induced = iter(caption_predictions([(c.tokens, c.links) for _, c in captions], options,
+                                       [c.caption_index for _, c in captions]))
+    records = []
+    for record in predictions.records:
+        text = []
+        for caption in record.text:
+            new = next(induced)
+            new.n_tokens, new.n_unknown = caption.n_tokens, caption.n_unknown
+            text.append(new)
+        records.append(replace(record, text=text))
+    return replace(predictions, records=records)
 
 
 def options_dict(options: InduceOptions) -> dict[str, Any]:

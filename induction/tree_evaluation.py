@@ -366,3 +366,23 @@ def evaluate_prediction_trees(predictions: Predictions, golds: Sequence[TreeReco
     """:func:`evaluate_trees` of prediction records (in memory or read) against ``golds``."""
     preds = prediction_tree_records(predictions, tree_key, ErrorPolicy(on_error, options.on_mismatch))
     return evaluate_trees(preds, golds, options, None, gold, tree_key)
+
+
+def score_tree_pair(pred: Any, gold: Any, convention: str = "standard", empty_gold: str = "prpn"):
+    """One sentence's scores (``induction.tree_scoring.SentenceScore``, percent; ``f1`` None when
+    the sentence is too short to count) of a predicted tree against a gold tree, by the very path
+    :func:`evaluate_trees` takes over a corpus. ``pred`` and ``gold`` are ``nltk.Tree`` or bracket
+    strings over the same words (compared case-insensitively)."""
+    from hiclip.data.trees import leaf_tags
+
+    pred_tree = pred if not isinstance(pred, str) else parse_bracket_string(pred, "auto")
+    gold_tree = gold if not isinstance(gold, str) else parse_bracket_string(gold, "auto")
+    preds = [TreeRecord(pred_tree, list(pred_tree.leaves()), "prediction", None)]
+    golds = [TreeRecord(gold_tree, list(gold_tree.leaves()), "gold", None, leaf_tags(gold_tree))]
+    options = TreeScoreOptions(convention=convention, empty_gold=empty_gold, baselines=False)
+    try:
+        corpus = pair_trees(preds, golds, options.convention, SkipReport("raise"))
+    except HiCLIPError:
+        raise HiCLIPError(f"the gold tree's words ({' '.join(gold_tree.leaves())}) differ from the "
+                          f"prediction's ({' '.join(pred_tree.leaves())})") from None
+    return score_paired(corpus, options.empty_gold).sentences[0]

@@ -23,6 +23,7 @@ from skimage.segmentation import mark_boundaries
 
 _GOLDEN = 0.618033988749895
 SEGMENT_OUTLINE = (0.84, 0.15, 0.16)
+MAX_WIDTH = 11.0  # inches: page width at save_figure's 150 dpi
 
 
 def image_to_float(image: np.ndarray) -> np.ndarray:
@@ -248,8 +249,9 @@ def segment_tree_figure(tree: nx.DiGraph, image: np.ndarray | None = None,
     pos = hierarchy_layout(shown)
     n_leaves = sum(1 for n in shown if shown.out_degree(n) == 0)
     layers = sorted({shown.nodes[n]["layer"] for n in shown})
-    fig, ax = plt.subplots(figsize=(min(16.0, max(4.0, 0.75 * n_leaves + 1.5)),
-                                    1.1 * len(layers) + 1.5))
+    natural = max(4.0, 0.75 * n_leaves + 1.5)
+    width = min(MAX_WIDTH, natural)  # many leaves: smaller thumbnails, not a wider figure
+    fig, ax = plt.subplots(figsize=(width, 1.1 * len(layers) + 1.5))
     for parent, child in shown.edges:
         (x0, y0), (x1, y1) = pos[parent], pos[child]
         ax.plot([x0, x1], [y0, y1], color="#999999", linewidth=1.0, zorder=1)
@@ -257,7 +259,7 @@ def segment_tree_figure(tree: nx.DiGraph, image: np.ndarray | None = None,
     for node, (x, y) in pos.items():
         patches = shown.nodes[node]["patches"]
         if thumbs:
-            box = OffsetImage(segment_thumbnail(image, patches, grid), zoom=0.9)
+            box = OffsetImage(segment_thumbnail(image, patches, grid), zoom=0.9 * width / natural)
             ax.add_artist(AnnotationBbox(box, (x, y), frameon=True, pad=0.1, zorder=3))
         else:
             ax.scatter([x], [y], s=40 + 8 * len(patches), color="#4575b4", zorder=3)
