@@ -15,6 +15,8 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from hiclip.errors import HiCLIPError  # noqa: E402
+from induction.image_groups import tree_from_json, upsample_labels  # noqa: E402
+from induction.thresholds import NO_LINKS  # noqa: E402
 from viz import images, links, trees  # noqa: E402
 from viz.save import save_figure  # noqa: E402
 
@@ -118,6 +120,17 @@ def test_word_groups_and_thresholds():
     assert links.layer_thresholds(values) == pytest.approx([0.5, 0.5])
 
 
+def test_one_threshold_helper_with_one_answer_when_there_are_no_links():
+    from induction.image_groups import layer_thresholds as image_thresholds
+    from induction.text_trees import quantile_thresholds
+
+    one_word = np.zeros((3, 0))
+    assert links.layer_thresholds(one_word, quantile=0.5).tolist() == [NO_LINKS] * 3
+    assert image_thresholds(np.zeros((3, 1, 0)), np.zeros((3, 0, 1)), 0.5, quantile=True).tolist() == [NO_LINKS] * 3
+    both = quantile_thresholds([one_word], 0.5, 0.4)
+    assert both.split.tolist() == both.descend.tolist() == [NO_LINKS] * 3
+
+
 def test_link_bars_figure_draws_one_row_per_layer_with_the_link_heights():
     words = ["a", "red", "square", "to"]
     values = np.array([[0.2, 0.6, 0.1], [0.5, 0.8, 0.3], [0.7, 0.9, 0.6]])
@@ -178,7 +191,7 @@ def test_image_to_float_and_upsample():
     assert images.image_to_float(np.full((2, 2, 3), 255, np.uint8)).max() == 1.0
     assert images.image_to_float(np.full((2, 2), 0.5)).shape == (2, 2, 3)
     assert images.image_to_float(np.zeros((2, 2, 4), np.uint16)).shape == (2, 2, 3)
-    up = images.upsample_labels(np.array([[0, 1], [2, 3]]), (4, 6))
+    up = upsample_labels(np.array([[0, 1], [2, 3]]), (4, 6))       # the one mapping, as scoring
     assert up.shape == (4, 6) and up[0, 0] == 0 and up[0, 5] == 1 and up[3, 0] == 2
 
 
@@ -211,7 +224,7 @@ def _toy_segment_tree() -> nx.DiGraph:
         {"id": 4, "parent": 1, "layer": 0, "patches": [1]},
         {"id": 5, "parent": 2, "layer": 0, "patches": [2, 3]},
     ]
-    return images.segment_tree_from_records(records)
+    return tree_from_json({"nodes": records}, n_patches=4)
 
 
 def test_segment_tree_collapse_layout_and_restrict():

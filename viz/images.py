@@ -7,12 +7,13 @@ patches on the next layer: merges read as colour spreading across the image.
 
 A segment tree is a ``networkx.DiGraph`` with edges parent -> child and node attributes
 ``layer`` (int) and ``patches`` (sequence of flat patch indices, row-major on the grid); the root
-is the whole image. The prediction JSONL stores the same tree as a list of
-``{"id", "parent", "layer", "patches"}`` records (:func:`segment_tree_from_records`).
+is the whole image (``induction.image_groups.segment_tree``; a prediction record's
+``ImagePrediction.tree()`` reads its stored form, checked, with ``tree_from_json``). Patch labels
+are mapped to pixels by ``induction.image_groups.upsample_labels``, the mapping scoring uses.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import networkx as nx
@@ -20,6 +21,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from skimage.segmentation import mark_boundaries
+
+from induction.image_groups import upsample_labels
 
 _GOLDEN = 0.618033988749895
 SEGMENT_OUTLINE = (0.84, 0.15, 0.16)
@@ -63,14 +66,6 @@ def label_colours(labels: np.ndarray) -> np.ndarray:
     table = {int(v): colorsys.hsv_to_rgb((v * _GOLDEN) % 1.0, 0.75, 0.95) for v in values}
     lookup = np.array([table[int(v)] for v in values])
     return lookup[np.searchsorted(values, canon)]
-
-
-def upsample_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a ``(H, W)`` label grid to ``size = (rows, cols)`` pixels."""
-    labels = np.asarray(labels)
-    rows = (np.arange(size[0]) * labels.shape[0]) // size[0]
-    cols = (np.arange(size[1]) * labels.shape[1]) // size[1]
-    return labels[rows[:, None], cols[None, :]]
 
 
 def as_label_grid(groups: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
@@ -133,17 +128,6 @@ def groups_across_layers_figure(image: np.ndarray, groups: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- segment tree
-
-
-def segment_tree_from_records(nodes: Sequence[Mapping]) -> nx.DiGraph:
-    """The JSONL form (``[{"id", "parent", "layer", "patches"}, ...]``) as a DiGraph parent -> child."""
-    graph = nx.DiGraph()
-    for node in nodes:
-        graph.add_node(node["id"], layer=int(node["layer"]), patches=list(node["patches"]))
-    for node in nodes:
-        if node.get("parent") is not None:
-            graph.add_edge(node["parent"], node["id"])
-    return graph
 
 
 def collapse_unary(tree: nx.DiGraph) -> nx.DiGraph:

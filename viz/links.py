@@ -19,6 +19,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
+from induction.thresholds import layer_thresholds as per_layer_thresholds
+
 LINK_CMAP = "viridis"
 MAX_WIDTH = 11.0  # inches: page width at save_figure's 150 dpi
 
@@ -36,25 +38,19 @@ def _check_text_links(links: np.ndarray, n_words: int | None = None) -> np.ndarr
 
 def layer_thresholds(links: np.ndarray, threshold: float | Sequence[float] | None = None,
                      quantile: float | None = None) -> np.ndarray:
-    """One threshold per layer, shape ``(L,)``.
+    """One threshold per layer, shape ``(L,)`` (``induction.thresholds.layer_thresholds``).
 
     ``threshold`` is absolute (a float for every layer, or one per layer); ``quantile`` instead
     takes that quantile of each layer's links (over the words of this sentence), which follows
     the saturation of links with depth. With neither, 0.5 on every layer.
     """
     links = _check_text_links(links) if np.ndim(links) <= 2 else np.asarray(links, float)
-    n_layers = links.shape[0]
+    flat = links.reshape(links.shape[0], -1)
     if quantile is not None:
         if threshold is not None:
             raise ValueError("give either threshold or quantile, not both")
-        flat = links.reshape(n_layers, -1)
-        if flat.shape[1] == 0:
-            return np.full(n_layers, 0.5)
-        return np.quantile(flat, quantile, axis=1)
-    if threshold is None:
-        return np.full(n_layers, 0.5)
-    out = np.broadcast_to(np.asarray(threshold, dtype=float), (n_layers,)).copy()
-    return out
+        return per_layer_thresholds(flat, quantile, quantile=True)
+    return per_layer_thresholds(flat, 0.5 if threshold is None else threshold)
 
 
 def word_groups(links_at_layer: np.ndarray, threshold: float) -> list[tuple[int, int]]:
