@@ -10,9 +10,9 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from hiclip.data.csv_reader import CsvOptions
 from hiclip.data.manifest import read_manifest
 from hiclip.data.records import ReadOptions
 from hiclip.data.sample import Dataset
@@ -20,23 +20,7 @@ from hiclip.data.text_checks import TextLimits
 from hiclip.errors import HiCLIPError, SkipReport
 
 FORMATS = ("manifest", "csv", "coco", "webdataset", "folder")
-
-
-@dataclass
-class CsvOptions:
-    """Column names and separator of a CSV/TSV caption file (open_clip's defaults).
-
-    ``separator`` None means tab for ``.tsv`` files and comma otherwise. ``image_root`` is the
-    folder relative image paths start from (default: the CSV file's folder).
-    """
-
-    image_column: str = "filepath"
-    caption_column: str = "title"
-    separator: str | None = None
-    id_column: str | None = None
-    split_column: str | None = None
-    tree_column: str | None = None
-    image_root: str | None = None
+__all__ = ["FORMATS", "CsvOptions", "detect_format", "open_dataset"]
 
 
 def detect_format(spec: str | Path) -> str:
