@@ -150,6 +150,7 @@ class GroundTruth:
     size: tuple[int, int] | None                # (height, width) when the reader knows it
     masks: dict[str, Callable[[], np.ndarray]]  # level -> (height, width) int labels, 0 = bg
     image: Callable[[], np.ndarray]             # (height, width, 3) uint8
+    split: str | None = None
 
 
 def ground_truth(samples: Iterable) -> dict[str, GroundTruth]:
@@ -159,7 +160,7 @@ def ground_truth(samples: Iterable) -> dict[str, GroundTruth]:
         size = (sample.height, sample.width) if sample.width and sample.height else None
         masks = {level: partial(sample.load_mask, level) for level in sample.masks}
         out[sample.id] = GroundTruth(sample.id, size, masks,
-                                     lambda sample=sample: np.asarray(sample.open_image()))
+                                     lambda sample=sample: np.asarray(sample.open_image()), sample.split)
     return out
 
 
@@ -528,8 +529,12 @@ def evaluate_groups(predictions: Predictions, truth: dict[str, GroundTruth], opt
                 "missing_examples": missing[:5]}
     if missing and not options.allow_missing:
         where = f"split {options.split!r} of " if options.split else ""
+        splits = {r.split for r in records}
+        hint = (f" (the predictions are all of split {next(iter(splits))!r}: pass --split {next(iter(splits))})"
+                if options.split is None and len(splits) == 1 and None not in splits
+                and all(truth[i].split != next(iter(splits)) for i in missing) else "")
         raise HiCLIPError(f"{predictions.source}: {len(missing)} of the {len(with_masks)} samples with masks in "
-                          f"{where}{data} have no prediction (e.g. {missing[0]!r}); scoring a part would "
+                          f"{where}{data} have no prediction (e.g. {missing[0]!r}){hint}; scoring a part would "
                           "not be comparable: predict all of them, or pass --allow-missing to score the "
                           "covered ones and report the coverage")
 

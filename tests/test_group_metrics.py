@@ -388,6 +388,44 @@ def test_a_grid_that_disagrees_with_the_model_is_an_error(toy):
         score(args_for(pred, data, "--baselines", "none"))
 
 
+def test_the_group_library_takes_extra_partition_sources_and_report_sections(toy):
+    """What issue 14's granularity scoring plugs in: a source at matched counts, another of its own,
+    and a report section computed from the scored images."""
+    from induction.group_evaluation import GroupEvalOptions, ReportSection, evaluate_groups, open_ground_truth
+    from induction.predictions import read_predictions
+
+    pred, data, _ = toy
+
+    class OneSegment:
+        name, matched = "one segment", False
+
+        def partitions(self, item, levels):
+            return {level: np.zeros(item.size, dtype=np.int64) for level in levels}
+
+    class Halves:
+        name, matched = "halves", True
+
+        def partitions(self, item, levels):
+            out = {}
+            for level in levels:
+                labels = np.zeros(item.size, dtype=np.int64)
+                labels[:, item.size[1] // 2:] = 1 if item.n_segments(level) > 1 else 0
+                out[level] = labels
+            return out
+
+    section = ReportSection("mean segments", lambda items, ev: {
+        "model": float(np.mean([item.n_segments(ev.best_level["object"]) for item in items]))})
+    evaluation = evaluate_groups(read_predictions(pred), open_ground_truth(str(data), None),
+                                 GroupEvalOptions(baselines=()), str(data), extra_sources=[OneSegment(), Halves()],
+                                 sections=[section])
+    assert evaluation.methods == ["model", "one segment", "halves"]
+    one = evaluation.row("object", "one segment", "best")
+    assert one.n_segments == 1 and one.layer == 0                     # its own best level (all tie)
+    halves = evaluation.row("object", "halves", "best")
+    assert halves.matched and halves.layer == evaluation.best_level["object"] == 1   # at the model's level
+    assert evaluation.to_dict()["sections"] == {"mean segments": {"model": 3.0}}
+
+
 def test_command_size_and_option_errors(tmp_path, toy, capsys):
     pred, data, ids = toy
     save_label_map_png(np.zeros((10, 10), dtype=int), tmp_path / "labels" / "odd.png")

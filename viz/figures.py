@@ -260,6 +260,7 @@ def quantitative_figures(systems: Sequence[SystemEvaluation], golds: Sequence[Tr
     skipped: list[str] = []
     step = progress or (lambda name: None)
     with_trees = [s for s in systems if ("tree_transformer", convention) in s.trees]
+    with_links: list[SystemEvaluation] = []
     if with_trees and golds is not None:
         template = with_trees[0].trees[("tree_transformer", convention)]
         metric = template.options.headline
@@ -277,10 +278,15 @@ def quantitative_figures(systems: Sequence[SystemEvaluation], golds: Sequence[Tr
             ylabel=label, highlight=list(bars), title="systems and baselines on the same sentences"),
             out / f"text_f1_models.{fmt}"))
         baseline_values = {k: v.value for k, v in base.items()}
+        # the curves re-parse stored links: systems whose predictions came without links have none
+        with_links = [s for s in with_trees if _text_layers(s) > 0]
+        skipped.extend(f"text F1 curves of {s.name}: its captions carry no links" for s in with_trees
+                       if s not in with_links)
+    if with_links:
         step("text_f1_by_layer")
-        n_layers = min(_text_layers(s) for s in with_trees)
+        n_layers = min(_text_layers(s) for s in with_links)
         by_layer = {s.name: evaluate_tree_variants(s.predictions, golds, options, start_layer_variants(n_layers))
-                    for s in with_trees}
+                    for s in with_links}
         numbers["text_f1_by_layer"] = {"convention": convention, "metric": metric, "x": list(range(n_layers)),
                                        "x_label": "start layer (0-based)", "unit": "percent",
                                        "series": {name: [tree_number(e).to_dict() for e in curve.values()]
@@ -291,7 +297,7 @@ def quantitative_figures(systems: Sequence[SystemEvaluation], golds: Sequence[Tr
             xlabel="start layer"), out / f"text_f1_by_layer.{fmt}"))
         step("text_f1_by_threshold")
         by_threshold = {s.name: evaluate_tree_variants(s.predictions, golds, options, quantile_variants(quantiles))
-                        for s in with_trees}
+                        for s in with_links}
         numbers["text_f1_by_threshold"] = {"convention": convention, "metric": metric, "x": list(quantiles),
                                            "x_label": "break quantile", "unit": "percent",
                                            "series": {name: [tree_number(e).to_dict() for e in curve.values()]
@@ -301,9 +307,11 @@ def quantitative_figures(systems: Sequence[SystemEvaluation], golds: Sequence[Tr
                               for name, curve in by_threshold.items()},
             baseline_values, ylabel=label, xlabel="break threshold (per-layer quantile of the links)",
             title="threshold sweep"), out / f"text_f1_by_threshold.{fmt}"))
+    if with_trees and golds is not None:
         for stem in ("text_f1_models", "text_f1_by_layer", "text_f1_by_threshold"):
-            captions[stem] = QUANTITATIVE_CAPTIONS[stem].format(convention=convention, metric=METRIC_LABELS[metric],
-                                                                Metric=METRIC_LABELS[metric].capitalize())
+            if stem in files:
+                captions[stem] = QUANTITATIVE_CAPTIONS[stem].format(
+                    convention=convention, metric=METRIC_LABELS[metric], Metric=METRIC_LABELS[metric].capitalize())
     else:
         skipped.append("text F1: no gold trees in the data" if golds is None else "text F1: no caption predictions")
     with_groups = [s for s in systems if s.groups is not None]
