@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from hiclip.atomic import atomic_open
+from hiclip.data.trees import jsonl_records
 from hiclip.errors import HiCLIPError, located
 
 LINK_DECIMALS = 5  # links saturate near 1, so absolute precision is what matters; keeps files small
@@ -525,23 +526,11 @@ def read_predictions(path: str | Path, split: str | None = None) -> Predictions:
     path = Path(path)
     if not path.is_file():
         raise HiCLIPError(f"{path}: prediction file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise located(path, None, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise located(path, None, f"cannot read: {error.strerror}") from None
     records: list[PredictionRecord] = []
     seen: dict[str, int] = {}
     consistency = _Consistency()
     other = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise located(path, number, f"invalid JSON ({error.msg})") from None
+    for number, value in jsonl_records(path):
         try:
             record = _parse(value, number)
             if record.id in seen:

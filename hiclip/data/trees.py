@@ -453,8 +453,9 @@ def read_vgnsl_json(path: str | Path, tree_key: str | None = None, split: str | 
     return records
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, record)`` for the non-blank lines of a JSONL file."""
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, record)`` for the non-blank lines of a JSONL file (UTF-8; invalid
+    JSON or a line that is not an object is an error naming ``path:line``)."""
     for number, text in enumerate(_read_text(path).splitlines(), start=1):
         if not text.strip():
             continue
@@ -500,7 +501,7 @@ def read_manifest_trees(path: str | Path, split: str | None = None,
     path = _existing(path)
     report = _default_report(report)
     records: list[TreeRecord] = []
-    for number, rec in _jsonl_records(path):
+    for number, rec in jsonl_records(path):
         if split is not None and rec.get("split") != split:
             continue
         captions = rec.get("captions") or []
@@ -561,7 +562,7 @@ def detect_format(path: str | Path) -> str:
     if suffix == ".jsonl":
         if path.name == "manifest.jsonl":
             return "manifest"
-        for _, rec in _jsonl_records(path):
+        for _, rec in jsonl_records(path):
             if "text" in rec:
                 return "predictions"
             if "captions" in rec:
