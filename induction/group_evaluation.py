@@ -631,7 +631,8 @@ def evaluate_groups(predictions: Predictions, truth: dict[str, GroundTruth], opt
 
 
 def evaluate_group_file(pred: str | Path, data: str, options: GroupEvalOptions,
-                        progress: Progress | None = None) -> GroupEvaluation:
+                        progress: Progress | None = None, extra_sources: Sequence[PartitionSource] = (),
+                        sections: Sequence[ReportSection] = ()) -> GroupEvaluation:
     """:func:`evaluate_groups` on a prediction JSONL and a dataset spec (``hiclip score groups``)."""
     from induction.predictions import read_predictions
 
@@ -639,7 +640,7 @@ def evaluate_group_file(pred: str | Path, data: str, options: GroupEvalOptions,
     predictions = read_predictions(pred, options.split)
     _require_records(predictions, options)
     return evaluate_groups(predictions, open_ground_truth(data, options.split), options, str(data),
-                           progress=progress)
+                           extra_sources, sections, progress)
 
 
 
