@@ -9,13 +9,22 @@ these helpers, so that
 * a run that fails (an exception, a full disk) leaves the previous target untouched and removes
   its own temporary;
 * a full disk, a read-only folder or a missing permission is one line naming the path
-  (:class:`~hiclip.errors.HiCLIPError`), found *before* the work starts by :func:`check_writable`.
+  (:class:`~hiclip.errors.HiCLIPError`), found *before* the work starts by :func:`check_writable`;
+* a temporary left by a killed writer is recognised and removed by :func:`remove_stale`: its name
+  carries the host and process id of its writer (``.<name>.tmp-<host>_<pid>-<random>``), so a
+  temporary that a live process is still writing is never touched.
+
+Folders (checkpoints, datasets) get the same treatment from :func:`atomic_dir`.
 """
 from __future__ import annotations
 
 import errno
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,11 +33,71 @@ from typing import IO
 from hiclip.errors import HiCLIPError
 
 TEMP_MARK = ".tmp-"
+# Temporaries of unknown owner (another host, or named before owners were recorded) are stale
+# only once this old: long enough for any single write to finish.
+STALE_AFTER_S = 3600.0
+_OWNER = re.compile(re.escape(TEMP_MARK) + r"(?:(?P<host>[A-Za-z0-9]+)_)?(?P<pid>\d+)-")
 
 
 def temp_prefix(path: Path) -> str:
     """Name prefix of the temporaries :func:`atomic_path` makes for ``path``."""
     return f".{path.name}{TEMP_MARK}"
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
+def owned_prefix(path: Path) -> str:
+    """:func:`temp_prefix` plus this process's host and pid: the prefix of our temporaries."""
+    return f"{temp_prefix(path)}{_host()}_{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def is_stale(temporary: Path, max_age_s: float = STALE_AFTER_S) -> bool:
+    """True when no live process can still be writing ``temporary``.
+
+    Its writer is known from the name when it ran on this host: stale once that process has
+    exited. Otherwise (another host, an older name without an owner) it is stale once its
+    modification time is more than ``max_age_s`` old.
+    """
+    match = _OWNER.search(temporary.name)
+    if match is not None and match.group("host") == _host():
+        return not _pid_alive(int(match.group("pid")))
+    try:
+        age = time.time() - temporary.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > max_age_s
+
+
+def remove_stale(folder: str | Path, name: str | None = None,
+                 max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete the temporaries in ``folder`` (of ``name``, or of any file) that :func:`is_stale`
+    finds abandoned; returns what was removed. Live writers' temporaries are left alone."""
+    removed = []
+    for path in stale_temporaries(folder, name):
+        if not is_stale(path, max_age_s):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def os_error(path: object, error: OSError, action: str = "cannot write") -> HiCLIPError:
@@ -41,6 +110,21 @@ def os_error(path: object, error: OSError, action: str = "cannot write") -> HiCL
         errno.EPERM: "operation not permitted",
     }.get(error.errno or -1, error.strerror or str(error))
     return HiCLIPError(f"{path}: {action} ({reason})")
+
+
+_ERRNO_IN_TEXT = re.compile(r"os error (\d+)|Os \{ code: (\d+)|\[Errno (\d+)\]")
+
+
+def as_os_error(error: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``error``: itself, or one rebuilt from the errno that libraries
+    such as safetensors and tokenizers (Rust) put in their messages; None when there is none."""
+    if isinstance(error, OSError):
+        return error
+    match = _ERRNO_IN_TEXT.search(str(error))
+    if match is None:
+        return None
+    code = int(next(g for g in match.groups() if g))
+    return OSError(code, os.strerror(code))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -74,7 +158,7 @@ def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=temp_prefix(target), dir=target.parent)
+        fd, name = tempfile.mkstemp(prefix=owned_prefix(target), dir=target.parent)
     except OSError as error:
         raise os_error(target, error) from None
     os.close(fd)
@@ -118,6 +202,51 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_open(path, "wb") as handle:
         handle.write(data)
     return Path(path)
+
+
+@contextmanager
+def atomic_dir(path: str | Path, fsync: bool = True) -> Iterator[Path]:
+    """Yield a unique temporary folder beside ``path``; on success it takes the place of ``path``.
+
+    An existing ``path`` is moved aside first and removed once the new folder is in place, so a
+    reader sees the old folder or the new one, never a mix (there is one instant, between two
+    renames, when ``path`` is absent). If the block raises, the temporary is removed and ``path``
+    is left as it was. ``OSError`` becomes a one-line ``HiCLIPError``. ``fsync`` flushes every
+    file first (a checkpoint; not worth it for thousands of regenerable files).
+    """
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=owned_prefix(target), dir=target.parent))
+        tmp.chmod(0o755)
+    except OSError as error:
+        raise os_error(target, error) from None
+    try:
+        yield tmp
+        for file in tmp.rglob("*") if fsync else ():
+            if file.is_file() and not file.is_symlink():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
+        replace_dir(tmp, target)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise os_error(target, error) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(source: Path, target: Path) -> None:
+    """Rename the folder ``source`` to ``target``, moving an existing ``target`` aside first."""
+    if target.exists() or target.is_symlink():
+        trash = Path(tempfile.mkdtemp(prefix=owned_prefix(target) + "old-",
+                                      dir=target.parent))
+        os.replace(target, trash / target.name)
+        os.replace(source, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(source, target)
+    _fsync_dir(target.parent)
 
 
 def check_writable(path: str | Path, folder: bool = False) -> None:

@@ -2,14 +2,21 @@
 
 A checkpoint folder holds::
 
-    config.json         {"format": "hiclip", "format_version": 1, "model": <HiCLIPConfig>, "extra": {...}}
+    config.json         {"format": "hiclip", "format_version": 1, "model": <HiCLIPConfig>, "extra": {...},
+                         "weights_sha256": <hex digest of model.safetensors>}
     model.safetensors   the state dict (tensors sharing storage are stored once, see metadata "aliases")
     tokenizer.json      the ``tokenizers`` file of :class:`HiCLIPTokenizer`
+
+Each file is written to a unique temporary and renamed (``hiclip.atomic``), ``config.json`` last:
+it records the SHA-256 of the weights file, which :func:`load` checks, so a damaged or mixed-up
+weights file is an error instead of a silently different model. Checkpoints saved before the
+checksum existed load with a one-time note.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from hiclip.atomic import as_os_error, atomic_path, atomic_write_text, os_error
 from hiclip.config import HiCLIPConfig
 from hiclip.errors import HiCLIPError
 from hiclip.model import HiCLIP
@@ -28,6 +36,26 @@ TOKENIZER_FILE = "tokenizer.json"
 FORMAT = "hiclip"
 FORMAT_VERSION = 1
 _MAX_LISTED = 5
+CHECKSUM_KEY = "weights_sha256"
+_log = logging.getLogger(__name__)
+_noted_unverified: set[str] = set()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_failure(path: Path, error: BaseException) -> HiCLIPError:
+    """A library's write error (safetensors, tokenizers) as one line naming ``path``."""
+    cause = as_os_error(error)
+    if cause is not None:
+        return os_error(path, cause)
+    return HiCLIPError(f"{path}: cannot write ({str(error).splitlines()[0] if str(error) else type(error).__name__})")
 
 
 def save(model: HiCLIP, tokenizer: HiCLIPTokenizer, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -55,15 +83,16 @@ def save(model: HiCLIP, tokenizer: HiCLIPTokenizer, path: str | Path, extra: dic
             f"save: tokenizer has {tokenizer.vocab_size} ids but the model's text.vocab_size is "
             f"{config.text.vocab_size}; build the model with vocab_size=tokenizer.vocab_size"
         )
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": config.to_dict(), "extra": extra or {}}
     try:
-        config_text = json.dumps(
-            {"format": FORMAT, "format_version": FORMAT_VERSION, "model": config.to_dict(), "extra": extra or {}},
-            indent=2,
-        )
+        json.dumps(header)
     except TypeError as error:
         raise HiCLIPError(f"save: extra is not JSON-serialisable ({error})") from None
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise os_error(folder, error) from None
 
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
@@ -76,15 +105,20 @@ def save(model: HiCLIP, tokenizer: HiCLIPTokenizer, path: str | Path, extra: dic
         seen[key] = name
         tensors[name] = tensor.detach().to("cpu").contiguous()
 
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "aliases": json.dumps(aliases)})
-    os.replace(tmp, folder / WEIGHTS_FILE)
-    tmp = folder / (TOKENIZER_FILE + ".tmp")
-    tokenizer.save(tmp)
-    os.replace(tmp, folder / TOKENIZER_FILE)
-    tmp = folder / (CONFIG_FILE + ".tmp")
-    tmp.write_text(config_text + "\n")
-    os.replace(tmp, folder / CONFIG_FILE)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+        except Exception as error:  # safetensors raises its own error type, errno in the text
+            raise _write_failure(folder / WEIGHTS_FILE, error) from None
+        header[CHECKSUM_KEY] = file_sha256(tmp)
+    with atomic_path(folder / TOKENIZER_FILE) as tmp:
+        try:
+            tokenizer.save(tmp)
+        except OSError:
+            raise
+        except Exception as error:  # tokenizers (Rust) reports I/O errors as plain Exceptions
+            raise _write_failure(folder / TOKENIZER_FILE, error) from None
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(header, indent=2) + "\n")
     return folder
 
 
@@ -103,7 +137,9 @@ def _folder(path: str | Path) -> Path:
 def _read_config_json(folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_FILE
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise HiCLIPError(f"{path}: not valid UTF-8 (byte {error.start}): damaged?") from None
     except json.JSONDecodeError as error:
         raise HiCLIPError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or "model" not in data:
@@ -123,6 +159,39 @@ def read_config(path: str | Path) -> HiCLIPConfig:
 def read_extra(path: str | Path) -> dict[str, Any]:
     """The ``extra`` dict stored by :func:`save`."""
     return _read_config_json(_folder(path)).get("extra") or {}
+
+
+def verify_weights(folder: str | Path) -> None:
+    """Check ``model.safetensors`` against the SHA-256 that ``config.json`` records.
+
+    Raises
+    ------
+    HiCLIPError
+        When the digests differ (the file was damaged or replaced after saving). A checkpoint
+        saved before checksums were recorded passes, with a one-time note.
+    """
+    folder = _folder(folder)
+    expected = _read_config_json(folder).get(CHECKSUM_KEY)
+    weights = folder / WEIGHTS_FILE
+    try:  # a header that does not describe the whole file (truncation) fails here
+        with safe_open(str(weights), framework="pt", device="cpu") as handle:
+            handle.keys()
+    except Exception as error:  # safetensors raises its own error types on corrupt files
+        raise HiCLIPError(f"{weights}: unreadable safetensors file ({str(error).splitlines()[0]})") from None
+    if expected is None:
+        key = str(folder.resolve())
+        if key not in _noted_unverified:
+            _noted_unverified.add(key)
+            _log.warning("note: %s records no weights checksum (saved by an older hiclip); loading it "
+                         "unverified", folder)
+        return
+    try:
+        actual = file_sha256(weights)
+    except OSError as error:
+        raise os_error(weights, error, "cannot read") from None
+    if actual != expected:
+        raise HiCLIPError(f"{weights}: damaged: its SHA-256 is {actual[:16]}..., {CONFIG_FILE} records "
+                          f"{str(expected)[:16]}... (copy or export the checkpoint again)")
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -184,6 +253,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Hi
     """
     folder = _folder(path)
     config = read_config(folder)
+    verify_weights(folder)
     model = HiCLIP(config)
     tensors = _read_weights(folder / WEIGHTS_FILE)
     _check_state(model, tensors, folder / WEIGHTS_FILE, folder / CONFIG_FILE)

@@ -215,18 +215,18 @@ def evaluate_zero_shot(model: Any, tokenizer: Any, data: EvalSet, device: torch.
 
 
 def write_results(path: str | Path, results: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    from hiclip.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(results, indent=2) + "\n")
 
 
 def load_eval_set(spec: str, split: str | None, image_size: int, model: Any, device: torch.device,
-                  max_samples: int | None = None) -> EvalSet:
+                  max_samples: int | None = None, image_root: str | None = None) -> EvalSet:
     """Read a dataset split, encode its images with the evaluation transform."""
     from hiclip.data import open_dataset
     from hiclip.data.transforms import eval_transform
 
-    samples = list(open_dataset(spec, split=split))
+    samples = list(open_dataset(spec, split=split, image_root=image_root))
     if max_samples:
         samples = samples[:max_samples]
     if not samples:
@@ -242,7 +242,8 @@ def load_eval_set(spec: str, split: str | None, image_size: int, model: Any, dev
 def run_evaluation(checkpoint: str | Path, data: str, split: str | None = "test",
                    task: str = "all", device: str = "cpu", max_samples: int | None = None,
                    label_keys: Sequence[str] = DEFAULT_LABEL_KEYS,
-                   templates: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+                   templates: dict[str, Sequence[str]] | None = None,
+                   image_root: str | None = None) -> dict[str, Any]:
     """``hiclip eval``: load a checkpoint, run the tasks on ``data``/``split``, return the JSON."""
     from hiclip.checkpoint import load
 
@@ -253,7 +254,7 @@ def run_evaluation(checkpoint: str | Path, data: str, split: str | None = "test"
         raise HiCLIPError(f"{checkpoint}: a text-only model cannot be evaluated on images")
     torch_device = torch.device(device)
     data_set = load_eval_set(data, split, model.config.vision.image_size, model, torch_device,
-                             max_samples)
+                             max_samples, image_root)
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint), "data": str(data), "split": split,
         "model": {"name": model.config.name, "hierarchy": model.config.hierarchy},

@@ -10,11 +10,14 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
+from hiclip.data.text_checks import TextLimits
 from hiclip.errors import HiCLIPError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024      # 10 MB
 MAX_UPLOAD_PIXELS = 4096 * 4096          # ~16.8 megapixels
 MAX_CAPTION_WORDS = 64
+MAX_CAPTION_CHARS = TextLimits().max_chars   # the limit manifests have
+MAX_WORD_CHARS = 64                      # longer than any English word; a 10,000-character "word" is refused
 IMAGE_TYPES = ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff")
 
 
@@ -55,12 +58,20 @@ def validate_image_bytes(data: bytes | None, name: str = "upload",
     return image.convert("RGB")
 
 
-def validate_caption(caption: str | None, max_words: int = MAX_CAPTION_WORDS) -> str:
-    """A caption stripped of surrounding space; raise ``HiCLIPError`` if empty or too long."""
+def validate_caption(caption: str | None, max_words: int = MAX_CAPTION_WORDS,
+                     max_chars: int = MAX_CAPTION_CHARS, max_word_chars: int = MAX_WORD_CHARS) -> str:
+    """A caption stripped of surrounding space; raise ``HiCLIPError`` if empty, or too long in
+    characters, in words, or in the characters of one word."""
     caption = (caption or "").strip()
     if not caption:
         raise HiCLIPError("the caption is empty: type a sentence describing the image")
-    n_words = len(caption.split())
-    if n_words > max_words:
-        raise HiCLIPError(f"the caption has {n_words} words (limit {max_words})")
+    if len(caption) > max_chars:
+        raise HiCLIPError(f"the caption has {len(caption):,} characters (limit {max_chars:,})")
+    words = caption.split()
+    if len(words) > max_words:
+        raise HiCLIPError(f"the caption has {len(words)} words (limit {max_words})")
+    longest = max(words, key=len)
+    if len(longest) > max_word_chars:
+        raise HiCLIPError(f"the caption's word {longest[:20]!r}... has {len(longest):,} characters "
+                          f"(limit {max_word_chars} per word)")
     return caption

@@ -2,12 +2,15 @@
 
 The app binds to 127.0.0.1 by default: it loads checkpoints and reads local datasets, so expose
 it on another interface only on purpose (``--host 0.0.0.0``).
+
+The command replaces itself with the Streamlit server (``exec``), so the PID it started with is
+the server's: stopping that PID (SIGTERM, SIGINT, even SIGKILL) stops the server, and no child is
+left serving on the port.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -60,8 +63,13 @@ def run(args: argparse.Namespace) -> int:
     if not APP.is_file():
         raise HiCLIPError(f"{APP}: the app script is missing")
     env = app_environment(args)
-    print(f"serving the HiCLIP app on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    command = streamlit_command(args)
+    print(f"serving the HiCLIP app on http://{args.host}:{args.port} (Ctrl-C stops it; "
+          f"pid {os.getpid()})", flush=True)
+    sys.stderr.flush()
     try:
-        return subprocess.call(streamlit_command(args), env=env, cwd=REPO_ROOT)
-    except KeyboardInterrupt:
-        return 130
+        os.chdir(REPO_ROOT)
+        os.execve(command[0], command, env)
+    except OSError as error:
+        raise HiCLIPError(f"cannot start the Streamlit server {command[0]}: {error.strerror}") from None
+    return 0  # not reached: exec replaced this process

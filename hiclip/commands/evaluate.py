@@ -21,7 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", help="JSON file: {label key or '*': [\"a {}\", ...]}")
     parser.add_argument("--max-samples", type=int, help="evaluate at most this many images")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", help="write the results JSON here (also printed)")
+    parser.add_argument("--out", help="write the results JSON here (also printed); checked for "
+                        "writability before any work")
+    parser.add_argument("--image-root", default=None,
+                        help="folder image paths are relative to and must stay in "
+                             "(default: the dataset's folder)")
 
 
 def _templates(path: str | None) -> dict[str, list[str]] | None:
@@ -42,16 +46,19 @@ def _templates(path: str | None) -> dict[str, list[str]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hiclip.atomic import check_writable
     from hiclip.evaluate import run_evaluation, write_results
 
     if not Path(args.checkpoint).exists():
         raise HiCLIPError(f"checkpoint {args.checkpoint} not found")
     if "://" not in args.data and not Path(args.data).exists():
         raise HiCLIPError(f"data {args.data} not found")
+    if args.out:
+        check_writable(args.out)
     keys = [k.strip() for k in args.labels.split(",") if k.strip()]
     results = run_evaluation(args.checkpoint, args.data, None if args.split == "all" else args.split,
                              args.task, args.device, args.max_samples, keys,
-                             _templates(args.templates))
+                             _templates(args.templates), args.image_root)
     if args.out:
         write_results(args.out, results)
     print(json.dumps(_summary(results), indent=2))

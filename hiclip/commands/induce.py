@@ -20,7 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=None, help="only this split (e.g. test)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N samples")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                        help="bad samples: stop with an error (default) or skip and count them")
+                        help="bad samples: stop with an error (default) or skip and count them "
+                             "(skip decodes every image first, so undecodable ones are skipped too)")
+    parser.add_argument("--image-root", default=None,
+                        help="folder image paths are relative to and must stay in "
+                             "(default: the dataset's folder)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-text", action="store_true", help="skip captions")
@@ -89,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
                                                        bar.update), args.out)
         skipped = "skipped 0"
     else:
-        dataset = open_dataset(args.data, split=args.split, on_error=args.on_error)
+        dataset = open_dataset(args.data, split=args.split, on_error=args.on_error,
+                               check_images="full" if args.on_error == "skip" else "header",
+                               image_root=args.image_root)
         samples = dataset.samples[: args.limit]
         if not samples:
             raise HiCLIPError(f"{args.data}: no samples" + (f" in split {args.split!r}" if args.split else ""))

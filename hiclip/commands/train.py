@@ -33,6 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="hierarchy off: the vanilla CLIP twin of the same size")
     parser.add_argument("--data", help="training dataset (folder with manifest.jsonl, ...)")
     parser.add_argument("--text-corpus", help="mlm mode: a text file, one sentence per line")
+    parser.add_argument("--on-error", choices=("raise", "skip"),
+                        help="bad data, images that fail to decode mid-run included: stop with "
+                             "one line (raise, the default) or skip, count and log (config on_error)")
+    parser.add_argument("--check-images", choices=("none", "exists", "header", "full"),
+                        help="how far images are checked before training (config check_images; "
+                             "default header; full decodes every image)")
+    parser.add_argument("--image-root",
+                        help="folder image paths are relative to and must stay in (config "
+                             "image_root; default the manifest's folder)")
     parser.add_argument("--out", help="run folder (default runs/<config>-<hiclip|clip>)")
     parser.add_argument("--resume", metavar="latest|PATH",
                         help="continue from the run folder's latest checkpoint or a given one")
@@ -59,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     explicit = {"model": args.model, "hierarchy": args.hierarchy, "data": args.data,
                 "text_corpus": args.text_corpus, "max_steps": args.max_steps, "seed": args.seed,
-                "device": args.device}
+                "device": args.device, "on_error": args.on_error,
+                "check_images": args.check_images, "image_root": args.image_root}
     if args.no_progress:
         explicit["progress"] = False
     if args.config is None and args.resume is None:
@@ -96,8 +106,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_paths(config) -> None:
-    """Missing inputs are reported before anything is built."""
+    """Missing inputs and an unwritable run folder are reported before anything is built."""
+    from hiclip.atomic import check_writable
     from hiclip.train.data import check_data_spec
+
+    if os.environ.get("RANK", "0") == "0" and config.out:
+        check_writable(config.out, folder=True)
 
     if config.mode == "mlm" and config.text_corpus is not None:
         if not Path(config.text_corpus).is_file():

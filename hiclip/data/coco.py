@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hiclip.data.records import RawRecord, ReadOptions, build_sample
+from hiclip.data.records import DataRoot, RawRecord, ReadOptions, build_sample
 from hiclip.data.sample import Sample
 from hiclip.errors import HiCLIPError, SkipReport
 
@@ -108,7 +108,8 @@ def _read_split(captions_file: Path, name: str, options: ReadOptions, report: Sk
     data = _load_json(captions_file)
     annotation_dir = captions_file.parent
     coco_root = annotation_dir.parent if annotation_dir.name == "annotations" else annotation_dir
-    image_dir = coco_root / name
+    root = DataRoot.of(coco_root, options.image_root)  # image_root: the folder holding <split>/
+    image_dir = root.path / name if root.given else coco_root / name
     images = {img["id"]: img for img in data["images"]}
     captions: dict[int, list[str]] = {}
     for ann in data["annotations"]:
@@ -151,7 +152,7 @@ def _read_split(captions_file: Path, name: str, options: ReadOptions, report: Sk
         rec = RawRecord(
             id=str(image_id), image=str(image_dir / img["file_name"]), image_display=f"{name}/{img['file_name']}",
             captions=captions[image_id], origin=origin, split=_split_name(name), masks=masks,
-            labels=labels, width=width, height=height, extra=extra,
+            labels=labels, width=width, height=height, extra=extra, root=root,
         )
         sample = build_sample(rec, options, report)
         if sample is not None:

@@ -1,7 +1,8 @@
 """CSV/TSV image-caption files (open_clip convention: ``filepath`` and ``title`` columns).
 
-One row is one image-caption pair. Image paths are relative to ``CsvOptions.image_root``
-(default: the CSV file's folder). Errors name ``file:line``, the line on which the row ends.
+One row is one image-caption pair. Image paths are relative to the image root
+(``ReadOptions.image_root``, else ``CsvOptions.image_root``, else the CSV file's folder) and
+must stay inside it. Errors name ``file:line``, the line on which the row ends.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from hiclip.data.records import RawRecord, ReadOptions, build_sample
+from hiclip.data.records import DataRoot, RawRecord, ReadOptions, build_sample
 from hiclip.data.sample import Sample
 from hiclip.errors import HiCLIPError, SkipReport
 
@@ -56,7 +57,8 @@ def read_csv(path: str | Path, columns: CsvOptions, split: str | None = None,
         have = ", ".join(repr(h) for h in index) or "none"
         raise HiCLIPError(f"{path}:1: missing column {missing[0]!r} (columns: {have}; separator {separator!r}; "
                           "choose columns with the CSV options)")
-    root = Path(columns.image_root) if columns.image_root else path.parent
+    data_root = DataRoot.of(path.parent, options.image_root or columns.image_root)
+    root = Path(options.image_root or columns.image_root or path.parent)
     samples: list[Sample] = []
     seen: set[str] = set()
     for row_number, row in enumerate(reader, start=1):
@@ -85,6 +87,7 @@ def read_csv(path: str | Path, columns: CsvOptions, split: str | None = None,
         rec = RawRecord(
             id=sid, image=str(root / image), image_display=image, captions=[value[columns.caption_column]],
             origin=origin, trees=[tree] if columns.tree_column else None, split=row_split,
+            root=data_root,
         )
         sample = build_sample(rec, options, report)
         if sample is not None:

@@ -8,13 +8,16 @@ Layout (``images/`` and ``captions/`` subfolders are optional; split subfolders 
     root/[split/][captions/]<name>.trees     optional: one PTB tree per caption line
     root/[split/]masks/<name>.png            optional: instance ids -> level "object"
     root/[split/]masks/<name>_<level>.png    optional: e.g. <name>_part.png -> level "part"
+
+Files must resolve inside ``root`` (a symlink out of it is refused), or inside
+``ReadOptions.image_root`` when one is given.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from hiclip.data.images import IMAGE_EXTENSIONS
-from hiclip.data.records import RawRecord, ReadOptions, build_sample
+from hiclip.data.records import DataRoot, RawRecord, ReadOptions, build_sample
 from hiclip.data.sample import Sample
 from hiclip.data.text_checks import InputProblem
 from hiclip.data.text_files import caption_lines
@@ -98,5 +101,6 @@ def _read_one(root: Path, folder: Path, image: Path, split: str | None, options:
     stem = image.stem
     sid = f"{split}/{stem}" if split else stem
     rec = RawRecord(id=sid, image=str(image), image_display=name, captions=captions, origin=origin,
-                    trees=trees, split=split, masks=dict(_masks(folder, stem)))
+                    trees=trees, split=split, masks=dict(_masks(folder, stem)),
+                    root=DataRoot.of(root, options.image_root))
     return build_sample(rec, options, report)

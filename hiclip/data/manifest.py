@@ -1,7 +1,8 @@
 """Reading ``manifest.jsonl`` (the schema in docs/DESIGN.md) into ``Sample`` records.
 
-Paths in a record are relative to the manifest's folder (absolute paths are kept). Only ``id``,
-``image`` and ``captions`` are required. Fields the schema does not name are kept in
+Paths in a record are relative to the manifest's folder, and must stay inside it (``..``,
+absolute paths and symlinks are resolved first); ``ReadOptions.image_root`` names another folder
+for both. Only ``id``, ``image`` and ``captions`` are required. Fields the schema does not name are kept in
 ``Sample.extra``.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hiclip.data.records import RawRecord, ReadOptions, build_sample
+from hiclip.data.records import DataRoot, RawRecord, ReadOptions, build_sample
 from hiclip.data.sample import Sample
 from hiclip.errors import HiCLIPError, SkipReport
 
@@ -29,7 +30,7 @@ def _optional(record: dict, key: str, kind: type, what: str) -> Any:
     return value
 
 
-def _record(path: Path, line: int, record: Any) -> RawRecord:
+def _record(path: Path, line: int, record: Any, root: DataRoot | None = None) -> RawRecord:
     """Structural checks of one parsed JSON line; raises ValueError with a one-line reason."""
     if not isinstance(record, dict):
         raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
@@ -54,10 +55,10 @@ def _record(path: Path, line: int, record: Any) -> RawRecord:
     if not all(isinstance(n, str) for n in negatives):
         raise ValueError("'negatives' must be a list of strings")
     split = _optional(record, "split", str, "a string")
-    root = path.parent
+    base = root.path if root is not None and root.given else path.parent
     return RawRecord(
         id=str(sid),
-        image=str(root / image),
+        image=str(base / image),
         image_display=image,
         captions=captions,
         origin=f"{path}:{line}",
@@ -65,12 +66,13 @@ def _record(path: Path, line: int, record: Any) -> RawRecord:
         trees=record.get("trees"),
         phrases=record.get("phrases"),
         split=split,
-        masks={level: root / p for level, p in masks.items()},
+        masks={level: base / p for level, p in masks.items()},
         negatives=negatives,
         labels=_optional(record, "labels", dict, "an object") or {},
         width=record.get("width"),
         height=record.get("height"),
         extra={k: v for k, v in record.items() if k not in KNOWN_FIELDS},
+        root=root,
     )
 
 
@@ -98,6 +100,7 @@ def read_manifest(path: str | Path, split: str | None = None, options: ReadOptio
         raise HiCLIPError(f"{path}: manifest not found")
     samples: list[Sample] = []
     seen: dict[str, int] = {}
+    root = DataRoot.of(path.parent, options.image_root)
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -114,7 +117,7 @@ def read_manifest(path: str | Path, split: str | None = None, options: ReadOptio
                               "malformed JSON")
                 continue
             try:
-                rec = _record(path, line_no, parsed)
+                rec = _record(path, line_no, parsed, root)
             except ValueError as error:
                 report.handle(_bad(path, line_no, str(error)), "malformed record")
                 continue

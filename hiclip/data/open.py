@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hiclip.data.csv_reader import CsvOptions
@@ -20,7 +21,8 @@ from hiclip.data.text_checks import TextLimits
 from hiclip.errors import HiCLIPError, SkipReport
 
 FORMATS = ("manifest", "csv", "coco", "webdataset", "folder")
-__all__ = ["FORMATS", "CsvOptions", "detect_format", "open_dataset"]
+IMAGE_ROOT_ENV = "HICLIP_IMAGE_ROOT"
+__all__ = ["FORMATS", "IMAGE_ROOT_ENV", "CsvOptions", "detect_format", "open_dataset"]
 
 
 def detect_format(spec: str | Path) -> str:
@@ -54,7 +56,8 @@ def detect_format(spec: str | Path) -> str:
 
 def open_dataset(spec: str | Path, split: str | None = None, on_error: str = "raise", *,
                  format: str | None = None, limits: TextLimits | None = None, check_images: str = "header",
-                 check_trees: bool = True, csv: CsvOptions | None = None) -> Dataset:
+                 check_trees: bool = True, csv: CsvOptions | None = None,
+                 image_root: str | Path | None = None) -> Dataset:
     """Read any supported dataset into ``Sample`` records.
 
     Parameters
@@ -69,13 +72,24 @@ def open_dataset(spec: str | Path, split: str | None = None, on_error: str = "ra
         images and check mask sizes up front)
     check_trees : check that gold tree leaves equal the caption words (needs nltk)
     csv : column options for CSV/TSV files
+    image_root : the folder image and mask paths are relative to and must stay inside. By
+        default that is ``$HICLIP_IMAGE_ROOT`` when set (so every command and the app can be
+        pointed at images kept elsewhere), else the dataset's own folder (the manifest's or CSV's
+        folder, the COCO root, the image folder), and a path leading out of it (``../``,
+        absolute, a symlink) is an error naming the line, or a counted skip. For COCO it is the
+        folder holding ``<split>/``.
 
     Returns
     -------
     Dataset
     """
     report = SkipReport(on_error)
-    options = ReadOptions(limits or TextLimits(), check_images, check_trees)
+    if image_root is None:
+        image_root = os.environ.get(IMAGE_ROOT_ENV) or None
+    options = ReadOptions(limits or TextLimits(), check_images, check_trees,
+                          None if image_root is None else str(image_root))
+    if image_root is not None and not Path(image_root).is_dir():
+        raise HiCLIPError(f"image root {image_root}: not a folder")
     kind = format or detect_format(spec)
     if kind not in FORMATS:
         raise HiCLIPError(f"unknown dataset format {kind!r}: use one of {', '.join(FORMATS)}")

@@ -4,9 +4,14 @@ Shared by every reader so that all formats apply the same checks: caption text, 
 alignment, phrase spans, image and mask files. A problem with one caption drops that caption
 (with its tokens, tree and phrases, so nothing shifts); a problem with the image drops the sample.
 Under the ``raise`` policy the first problem is an error naming the file and line.
+
+Image and mask paths must stay inside the record's ``root`` (the dataset folder, or the image
+root the user named): ``../`` components, absolute paths and symlinks are followed first, so a
+manifest cannot make a reader open ``/etc/passwd`` or a file elsewhere on the machine.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +32,15 @@ class ReadOptions:
     ``check_images``: ``"none"``; ``"exists"`` (files present and non-empty); ``"header"`` (the
     default: also read each image header, confirming or filling width/height); ``"full"`` (also
     decode every image and read every mask header, so truncated files and mask-size mismatches
-    are caught while opening rather than while training).
+    are caught while opening rather than while training). ``image_root``: see :class:`DataRoot`.
     """
 
     limits: TextLimits = field(default_factory=TextLimits)
     check_images: str = "header"
     check_trees: bool = True
+    # The folder relative image and mask paths start from and every file must stay in
+    # (default: the dataset's own folder); see DataRoot.
+    image_root: str | None = None
 
     def __post_init__(self) -> None:
         if self.check_images not in CHECK_LEVELS:
@@ -59,6 +67,49 @@ class RawRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     image_loader: Any = None
     image_display: str | None = None  # how to name the image in messages (default: ``image``)
+    root: "DataRoot | None" = None  # image and mask files must resolve inside it
+
+
+@dataclass(frozen=True)
+class DataRoot:
+    """The folder a dataset's files must stay in; ``given`` when the user named it (image_root)."""
+
+    path: Path
+    given: bool = False
+    # realpath of each folder seen, so a file costs one lstat rather than one per path component
+    _folders: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, default: Path, image_root: str | Path | None) -> "DataRoot":
+        """``image_root`` when given, else ``default`` (the dataset's own folder)."""
+        if image_root is not None:
+            return cls(Path(os.path.realpath(image_root)), True)
+        return cls(Path(os.path.realpath(default)))
+
+    def resolve(self, path: str | Path) -> str:
+        """``os.path.realpath(path)``, with the folders' resolutions cached."""
+        folder, name = os.path.split(os.path.abspath(path))
+        if name in ("", ".", "..") or os.path.islink(path):
+            return os.path.realpath(path)
+        real = self._folders.get(folder)
+        if real is None:
+            real = self._folders[folder] = os.path.realpath(folder)
+        return os.path.join(real, name)
+
+    def contains(self, path: str | Path) -> bool:
+        """True when ``path``, with ``..``, absolute parts and symlinks resolved, is inside."""
+        real = self.resolve(path)
+        root = str(self.path)
+        return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+    def check(self, path: str | Path, what: str) -> None:
+        """Raise ``InputProblem("path outside the dataset")`` unless ``path`` is inside."""
+        if not self.contains(path):
+            hint = ("" if self.given else "; to read files from another folder, name it with "
+                    "image_root= / --image-root / $HICLIP_IMAGE_ROOT")
+            raise InputProblem("path outside the dataset",
+                               f"{what} resolves to {self.resolve(path)}, outside "
+                               f"{'the image root' if self.given else 'the dataset folder'} {self.path}{hint}")
 
 
 def _fail(origin: str, message: str) -> HiCLIPError:
@@ -144,10 +195,21 @@ def _check_files(rec: RawRecord, options: ReadOptions) -> tuple[int | None, int 
     return size
 
 
+def _check_paths(rec: RawRecord) -> None:
+    if rec.root is None:
+        return
+    if rec.image_loader is None:
+        rec.root.check(rec.image, f"image {rec.image_display or rec.image}")
+    for level, source in rec.masks.items():
+        if not callable(source):
+            rec.root.check(source, f"{level} mask {source}")
+
+
 def build_sample(rec: RawRecord, options: ReadOptions, report: SkipReport) -> Sample | None:
     """Check ``rec`` and return its ``Sample``; None if it was skipped (counted in ``report``)."""
     n = len(rec.captions)
     try:
+        _check_paths(rec)
         tokens = _aligned("tokens", rec.tokens, n)
         trees = _aligned("trees", rec.trees, n)
         phrases = _aligned("phrases", rec.phrases, n)

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -207,43 +208,83 @@ class GenerationReport:
         return self.n / max(self.seconds, 1e-9)
 
 
-def _prepare_output(out: Path, overwrite: bool) -> None:
+# What a generated folder holds (the old copies are replaced by --overwrite); the manifest last.
+_OUTPUTS = ("images", "masks", "*_caps.txt", "*_trees.txt", "*_ids.txt", "dataset.json", "manifest.jsonl")
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
     if (out / "manifest.jsonl").exists():
         if not overwrite:
             raise HiCLIPError(f"{out}: already holds a dataset (manifest.jsonl); pass --overwrite to replace it")
-        for sub in ("images", "masks"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        for old in out.glob("*_caps.txt"):
-            old.unlink()
-        for pattern in ("*_trees.txt", "*_ids.txt"):
-            for old in out.glob(pattern):
-                old.unlink()
     elif out.exists() and not out.is_dir():
         raise HiCLIPError(f"{out}: exists and is not a folder")
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+
+
+def _install(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished dataset ``tmp`` to ``out``: one rename when ``out`` is absent or empty;
+    otherwise entry by entry, the old generator files moved aside first, the manifest last."""
+    try:
+        if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+            os.rename(tmp, out)
+            return
+    except OSError:  # another run put something there meanwhile
+        pass
+    _check_output(out, overwrite)
+    from hiclip.atomic import owned_prefix
+
+    trash = Path(tempfile.mkdtemp(prefix=owned_prefix(out) + "old-", dir=out.parent))
+    try:
+        for pattern in _OUTPUTS:
+            for old in sorted(out.glob(pattern)):
+                os.replace(old, trash / old.name)
+        for pattern in _OUTPUTS:
+            for new in sorted(tmp.glob(pattern)):
+                os.replace(new, out / new.name)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def generate_dataset(out: str | Path, config: ShapesConfig, workers: int = 1, overwrite: bool = False,
                      chunk_size: int = 64) -> GenerationReport:
-    """Write the synthetic dataset described by ``config`` to the folder ``out``."""
+    """Write the synthetic dataset described by ``config`` to the folder ``out``.
+
+    The files are written to a temporary folder of this run beside ``out`` and moved into place
+    at the end, so an interrupted run leaves ``out`` as it was, and two runs writing the same
+    ``out`` never mix their images and manifests.
+    """
+    from hiclip.atomic import check_writable, os_error, owned_prefix
+
     config.validate()
     out = Path(out)
-    _prepare_output(out, overwrite)
+    _check_output(out, overwrite)
+    check_writable(out.parent, folder=True)
     start = time.perf_counter()
     splits = split_names(config.n, config.splits, config.seed)
-    chunks = [(list(range(a, min(a + chunk_size, config.n))), splits[a:a + chunk_size], config, str(out))
-              for a in range(0, config.n, chunk_size)]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_write_chunk, chunks))
-    else:
-        results = [_write_chunk(c) for c in chunks]
-    written = [sample for chunk in results for sample in chunk]
-    _write_text(out / "manifest.jsonl", [sample.line for sample in written])
-    _write_split_texts(out, written)
-    meta = {"generator": "hiclip.data.shapes", "version": GENERATOR_VERSION, "config": asdict(config)}
-    _write_text(out / "dataset.json", [json.dumps(meta, indent=2)])
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=owned_prefix(out), dir=out.parent))
+        tmp.chmod(0o755)
+    except OSError as error:
+        raise os_error(out, error) from None
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        chunks = [(list(range(a, min(a + chunk_size, config.n))), splits[a:a + chunk_size], config, str(tmp))
+                  for a in range(0, config.n, chunk_size)]
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(_write_chunk, chunks))
+        else:
+            results = [_write_chunk(c) for c in chunks]
+        written = [sample for chunk in results for sample in chunk]
+        _write_text(tmp / "manifest.jsonl", [sample.line for sample in written])
+        _write_split_texts(tmp, written)
+        meta = {"generator": "hiclip.data.shapes", "version": GENERATOR_VERSION, "config": asdict(config)}
+        _write_text(tmp / "dataset.json", [json.dumps(meta, indent=2)])
+        _install(tmp, out, overwrite)
+    except OSError as error:
+        raise os_error(out, error) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - start
     counts = {name: splits.count(name) for name in SPLITS}
     return GenerationReport(out, config.n, seconds, counts)

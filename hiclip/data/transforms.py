@@ -51,19 +51,48 @@ class Compose:
         return x
 
 
+# Longest side of a resized image, in multiples of the shorter side (see Resize).
+MAX_ASPECT = 8
+
+
+def _central_band(src: int, full: int, size: int, limit: int) -> tuple[int, float, float]:
+    """(output length, box start, box end in source pixels) of the central part of a resize of
+    ``src`` pixels to ``full`` that keeps at most ``limit`` pixels, centred where a central
+    crop of ``size`` of the full resize would lie."""
+    if full <= limit:
+        return full, 0.0, float(src)
+    margin = (limit - size) // 2
+    start = (full - size) // 2 - margin
+    length = size + 2 * margin
+    return length, start * src / full, (start + length) * src / full
+
+
 @dataclass
 class Resize:
-    """Resize a PIL image so its shorter side is ``size`` (bicubic), keeping the aspect ratio."""
+    """Resize a PIL image so its shorter side is ``size`` (bicubic), keeping the aspect ratio.
+
+    Memory is bounded by construction: the longer side of the result is at most
+    ``size * max_aspect`` pixels. For a more elongated image (a 200000 x 1 strip would otherwise
+    become 12.8 million x 64 pixels) only the central band of that length is resampled, straight
+    from the matching box of the source, so a following ``CenterCrop(size)`` sees the same centre.
+    Images up to ``max_aspect`` : 1 are resized exactly as before.
+    """
 
     size: int
+    max_aspect: int = MAX_ASPECT
 
     def __call__(self, image: Image.Image, generator: Generator = None) -> Image.Image:
         w, h = image.size
-        if min(w, h) == self.size:
+        limit = self.size * self.max_aspect
+        if min(w, h) == self.size and max(w, h) <= limit:
             return image
         scale = self.size / min(w, h)
         new = (max(self.size, round(w * scale)), max(self.size, round(h * scale)))
-        return image.resize(new, Image.BICUBIC)
+        if max(new) <= limit:
+            return image.resize(new, Image.BICUBIC)
+        out_w, left, right = _central_band(w, new[0], self.size, limit)
+        out_h, top, bottom = _central_band(h, new[1], self.size, limit)
+        return image.resize((out_w, out_h), Image.BICUBIC, box=(left, top, right, bottom))
 
 
 @dataclass

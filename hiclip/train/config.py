@@ -82,6 +82,14 @@ class TrainConfig:
     text_corpus: str | None = None
     train_split: str | None = "train"
     val_split: str | None = "val"
+    # Bad data (hiclip.data.open_dataset): "raise" stops at the first problem with one line naming
+    # the file and line; "skip" counts and logs it, and an image that fails to decode mid-run is
+    # replaced by the next sample (hiclip/train/data.py). check_images: "none", "exists",
+    # "header" (default) or "full" (decode every image before training). image_root: the folder
+    # image paths are relative to and must stay inside (default: the manifest's folder).
+    on_error: str = "raise"
+    check_images: str = "header"
+    image_root: str | None = None
     # Tokenizer: word-level vocabulary learnt from the training captions.
     tokenizer: str = "word"
     bpe_vocab_size: int = 2000
@@ -120,6 +128,11 @@ class TrainConfig:
             raise HiCLIPError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.augment not in ("none", "light", "full"):
             raise HiCLIPError(f"augment must be 'none', 'light' or 'full', got {self.augment!r}")
+        if self.on_error not in ("raise", "skip"):
+            raise HiCLIPError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.check_images not in ("none", "exists", "header", "full"):
+            raise HiCLIPError(f"check_images must be 'none', 'exists', 'header' or 'full', "
+                              f"got {self.check_images!r}")
         if self.tokenizer not in ("word", "bpe"):
             raise HiCLIPError(f"tokenizer must be 'word' or 'bpe', got {self.tokenizer!r}")
         if self.batch_size < 1:

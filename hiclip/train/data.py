@@ -5,6 +5,13 @@ The torch dataset is indexed by ``(epoch, index)`` keys from :mod:`hiclip.train.
 each item is produced inside :func:`~hiclip.train.data_order.seeded_rng` with the sample's seed,
 so caption choice, hard-negative choice and augmentations are the same in a resumed run, in any
 DataLoader worker and on any rank.
+
+Images that fail to decode while training (``config.on_error``): under ``"raise"`` the run stops
+with one line naming the file and its manifest line. Under ``"skip"`` the sample is replaced by
+the next sample of the dataset whose image decodes, drawn with the same seed; the batch keeps its
+size, the replacement depends only on the data, so a resumed run still ends with the same
+weights, and every skip is counted (``skipped_images`` in ``metrics.jsonl``) and logged.
+Failures are carried to the main process as values, never as DataLoader worker tracebacks.
 """
 from __future__ import annotations
 
@@ -35,12 +42,21 @@ def check_data_spec(spec: str) -> None:
         raise HiCLIPError(f"training data {spec} not found")
 
 
-def open_splits(spec: str, splits: Sequence[str | None]) -> list[list[Any] | None]:
+def open_splits(spec: str, splits: Sequence[str | None], config: TrainConfig | None = None,
+                notes: list[str] | None = None) -> list[list[Any] | None]:
     """The samples of each split (all samples for None; None for a split the data lacks), read
-    once. Gold trees are not checked here: training does not read them."""
+    once with the config's ``on_error`` / ``check_images`` / ``image_root``. Gold trees are not
+    checked here: training does not read them. Skips made while reading go to ``notes``."""
     from hiclip.data import open_dataset
 
-    dataset = open_dataset(spec, check_trees=False)
+    options: dict[str, Any] = {}
+    if config is not None:
+        options = {"on_error": config.on_error, "check_images": config.check_images,
+                   "image_root": config.image_root}
+    dataset = open_dataset(spec, check_trees=False, **options)
+    if notes is not None and dataset.skips.total:
+        notes.append(f"data {spec}: {dataset.skips.summary()}")
+        notes.extend(f"  {example}" for example in dataset.skips.examples)
     out: list[list[Any] | None] = []
     for name in splits:
         if name is None:
@@ -100,12 +116,14 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Any], seed: int, views: int, transform: Callable,
-                 negatives: int = 0) -> None:
+                 negatives: int = 0, on_error: str = "raise") -> None:
         self.samples = samples
         self.seed = seed
         self.views = views
         self.transform = transform
         self.negatives = negatives
+        self.on_error = on_error
+        self._bad: dict[int, str] = {}  # undecodable images met by this process: index -> error
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -113,6 +131,23 @@ class PairDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
         seed = sample_seed(self.seed, epoch, index)
+        skipped: list[str] = []
+        for offset in range(len(self.samples)):
+            chosen = (index + offset) % len(self.samples)
+            if chosen not in self._bad:
+                try:
+                    item = self._item(chosen, seed)
+                except HiCLIPError as error:
+                    self._bad[chosen] = str(error)
+                else:
+                    return {**item, "index": index, "skipped": skipped}
+            if self.on_error != "skip":
+                return {"error": self._bad[chosen]}
+            skipped.append(self._bad[chosen])
+        return {"error": f"no image of the {len(self.samples)} training samples decodes "
+                         f"(first: {skipped[0] if skipped else '?'})"}
+
+    def _item(self, index: int, seed: int) -> dict[str, Any]:
         sample = self.samples[index]
         with seeded_rng(seed):
             captions = _captions(sample)
@@ -131,7 +166,7 @@ class PairDataset(Dataset):
             image = load_image(sample)
             views = [self.transform(image) for _ in range(self.views)]
         return {"images": views, "caption": caption, "caption2": caption2, "negatives": chosen,
-                "negative_valid": valid, "seed": seed, "index": index}
+                "negative_valid": valid, "seed": seed}
 
 
 class TextDataset(Dataset):
@@ -151,8 +186,13 @@ class TextDataset(Dataset):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack views ((B, 3, S, S) each) and keep strings as lists (tokenised in the main process)."""
+    """Stack views ((B, 3, S, S) each) and keep strings as lists (tokenised in the main process).
+    Failed items make the batch ``{"errors": [...]}``; skipped images are listed in ``skipped``."""
+    errors = [it["error"] for it in items if "error" in it]
+    if errors:
+        return {"errors": errors}
     out: dict[str, Any] = {
+        "skipped": [message for it in items for message in it.get("skipped", ())],
         "caption": [it["caption"] for it in items],
         "seed": torch.tensor([it["seed"] for it in items], dtype=torch.long),
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
@@ -188,6 +228,27 @@ class TrainingData:
     val: ValidationSet | None
     context_length: int
     num_workers: int = 0
+    # Data problems met so far, for the run's log, and images skipped since the last take.
+    notes: list[str] = field(default_factory=list)
+    skipped_images: int = 0
+    _reported: set[str] = field(default_factory=set)
+
+    def take_notes(self) -> list[str]:
+        """Messages to log now (each undecodable image once), emptied."""
+        notes, self.notes = self.notes, []
+        return notes
+
+    def take_skipped(self) -> int:
+        """Images skipped since the last call (for ``skipped_images`` in ``metrics.jsonl``)."""
+        count, self.skipped_images = self.skipped_images, 0
+        return count
+
+    def note_skips(self, messages: Sequence[str]) -> None:
+        self.skipped_images += len(messages)
+        for message in messages:
+            if message not in self._reported:
+                self._reported.add(message)
+                self.notes.append(f"skipped an undecodable image, replaced by the next sample: {message}")
 
     def loader(self, sampler: PlanSampler) -> DataLoader:
         return DataLoader(self.train, batch_sampler=sampler, num_workers=self.num_workers,
@@ -231,7 +292,8 @@ def build_training_data(config: TrainConfig, env: DistEnv,
     if config.mode == "mlm":
         return _mlm_data(config, context, tokenizer_from)
     check_data_spec(config.data)
-    samples, held = open_splits(config.data, [config.train_split, config.val_split])
+    notes: list[str] = []
+    samples, held = open_splits(config.data, [config.train_split, config.val_split], config, notes)
     if not samples:
         raise HiCLIPError(f"{config.data}: no samples in split {config.train_split!r}")
     if len(samples) < config.batch_size:
@@ -246,16 +308,33 @@ def build_training_data(config: TrainConfig, env: DistEnv,
     assert image_size is not None
     train = PairDataset(samples, config.seed, config.image_views,
                         image_transform(image_size, train=True, augment=config.augment),
-                        config.loss.negatives_per_sample if config.loss.hard_negatives else 0)
+                        config.loss.negatives_per_sample if config.loss.hard_negatives else 0,
+                        on_error=config.on_error)
     val = None
     if config.val_split and held:
-        held = held[: config.val_max_samples]
-        if held:
-            transform = image_transform(image_size, train=False, augment="none")
-            val = ValidationSet(ids=[_id(s) for s in held], captions=[_captions(s) for s in held],
-                                labels=[_labels(s) for s in held],
-                                images=torch.stack([transform(load_image(s)) for s in held]))
-    return TrainingData(tokenizer, train, val, context, config.num_workers)
+        val = _validation_set(held[: config.val_max_samples], image_size, config.on_error, notes)
+    return TrainingData(tokenizer, train, val, context, config.num_workers, notes=notes)
+
+
+def _validation_set(held: Sequence[Any], image_size: int, on_error: str,
+                    notes: list[str]) -> ValidationSet | None:
+    """The held-out samples with their images transformed once; undecodable ones are an error,
+    or skipped (and noted) under ``on_error="skip"``."""
+    transform = image_transform(image_size, train=False, augment="none")
+    kept, images = [], []
+    for sample in held:
+        try:
+            images.append(transform(load_image(sample)))
+        except HiCLIPError as error:
+            if on_error != "skip":
+                raise
+            notes.append(f"validation: skipped an undecodable image: {error}")
+            continue
+        kept.append(sample)
+    if not kept:
+        return None
+    return ValidationSet(ids=[_id(s) for s in kept], captions=[_captions(s) for s in kept],
+                         labels=[_labels(s) for s in kept], images=torch.stack(images))
 
 
 def _mlm_data(config: TrainConfig, context: int, checkpoint: Path | None) -> TrainingData:
@@ -267,7 +346,8 @@ def _mlm_data(config: TrainConfig, context: int, checkpoint: Path | None) -> Tra
             lines = [l for i, l in enumerate(lines) if i % 50 != 49]
     else:
         check_data_spec(config.data)
-        train_samples, held = open_splits(config.data, [config.train_split, config.val_split])
+        train_samples, held = open_splits(config.data, [config.train_split, config.val_split],
+                                          config)
         if not train_samples:
             raise HiCLIPError(f"{config.data}: no samples in split {config.train_split!r}")
         lines = [c for s in train_samples for c in _captions(s)]
@@ -283,7 +363,18 @@ def _mlm_data(config: TrainConfig, context: int, checkpoint: Path | None) -> Tra
 
 def collate_to_batch(raw: dict[str, Any], data: TrainingData, device: torch.device,
                      config: TrainConfig) -> TrainBatch:
-    """Tokenise the strings of a collated micro-batch and move everything to ``device``."""
+    """Tokenise the strings of a collated micro-batch and move everything to ``device``.
+
+    Raises
+    ------
+    HiCLIPError
+        When an image of the micro-batch failed to decode (``on_error="raise"``), naming the
+        file and its manifest line.
+    """
+    if "errors" in raw:
+        raise HiCLIPError(f"{raw['errors'][0]} (set on_error=skip / --on-error skip to skip "
+                          "undecodable images, or check_images=full to find them all before training)")
+    data.note_skips(raw.get("skipped", ()))
     tok = data.tokenizer
     context = data.context_length
     text = tok(raw["caption"], context_length=context).to(device)

@@ -334,6 +334,8 @@ class _Training:
         pushes: list[torch.Tensor] = []
         for m, raw in enumerate(micro_batches):
             batch = collate_to_batch(raw, self.data, env.device, config)
+            for note in self.data.take_notes():
+                self.run_folder.warn(note)
             sync = (m == config.accum_steps - 1 or not env.distributed)
             context = self.module.no_sync() if (env.distributed and not sync) else nullcontext()
             with context:
@@ -388,7 +390,8 @@ class _Training:
         record: dict[str, Any] = {"step": state.step, "epoch": state.epoch + state.position / self.steps_per_epoch,
                                   "lr": lr, "samples_per_s": window.samples / elapsed,
                                   "logit_scale": float(self.model.logit_scale.detach().exp()),
-                                  "grad_norm": grad_norm, "skipped": state.skipped}
+                                  "grad_norm": grad_norm, "skipped": state.skipped,
+                                  "skipped_images": self.data.take_skipped()}
         for name, total in window.sums.items():
             record[f"loss_{name}"] = total / max(window.count, 1)
         if window.sums:
@@ -474,6 +477,7 @@ def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], 
     return _Training(config, out, resume, argv, hooks, env, start_time).run()
 
 
+
 def _weight(config: TrainConfig, name: str) -> float:
     if config.mode == "mlm":
         return 1.0
@@ -540,7 +544,7 @@ def _gather_rng(env: DistEnv) -> Any:
 # older checkpoints still store).
 RUNTIME_KEYS = ("out", "progress", "throttle_s", "device", "tensorboard", "num_workers", "log_every",
                 "val_every", "val_max_samples", "checkpoint_every", "keep_checkpoints",
-                "max_nonfinite")
+                "max_nonfinite", "on_error", "check_images", "image_root")
 
 
 def _changed_keys(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
