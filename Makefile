@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip uninstall -q -y hiclip 2>/dev/null || true  # the distribution's name before hiclip-toolkit
 	$(BIN)/python -m pip install -q -e ".[dev]" $(TORCH)
 	touch $(STAMP)
 

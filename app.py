@@ -28,10 +28,13 @@ import streamlit as st  # noqa: E402
 
 from hiclip.errors import HiCLIPError  # noqa: E402
 from hiclip.paths import REPO_ROOT, data_root  # noqa: E402
+from induction.group_evaluation import evaluate_image  # noqa: E402
+from induction.tree_evaluation import score_tree_pair  # noqa: E402
 from viz import analysis, demo_assets, gold, images, links, trees  # noqa: E402
 from viz.uploads import IMAGE_TYPES, MAX_UPLOAD_BYTES, validate_caption, validate_image_bytes  # noqa: E402
 
 MAX_CANDIDATES = 200
+DECIMALS = 3  # metrics tables: scores in [0, 1] to 3 decimals, percentages to 1
 SAMPLE, UPLOAD = "dataset sample", "upload an image"
 VIEWS = ["Links", "Segment tree", "Metrics", "Retrieval"]
 
@@ -73,6 +76,22 @@ def checkpoint_choices() -> tuple[dict[str, Path], bool]:
         return found, False
     path = Path(stand_in_checkpoint())
     return {path.name: path}, True
+
+
+def default_checkpoint(choices: dict[str, Path]) -> int:
+    """Index of the checkpoint to open on: the first with the hierarchy on and both towers (the
+    HiCLIP model, not its alphabetically earlier vanilla twin), else the first."""
+    import json
+
+    for index, folder in enumerate(choices.values()):
+        try:
+            config = json.loads((folder / "config.json").read_text())
+            config = config.get("model", config)  # hiclip.save nests the model config
+        except (OSError, ValueError, AttributeError):
+            continue
+        if config.get("hierarchy") and config.get("vision") is not None:
+            return index
+    return 0
 
 
 def dataset_choices() -> dict[str, str]:
@@ -118,13 +137,15 @@ def sidebar_settings() -> dict:
     st.sidebar.subheader("Reading the links")
     text_tau = st.sidebar.slider("text link threshold", 0.0, 1.0, 0.8, 0.01, key="text_tau",
                                  help="adjacent words linked at least this strongly are merged")
-    image_tau = st.sidebar.slider("image link threshold", 0.0, 1.0, 0.6, 0.01, key="image_tau",
-                                  help="4-connected patches linked at least this strongly are grouped")
+    image_tau = st.sidebar.slider("image link threshold", 0.0, 1.0, 0.5, 0.01, key="image_tau",
+                                  help="4-connected patches linked at least this strongly are grouped "
+                                       "(0.5: hiclip induce's default, the groups the tables score)")
     quantile = st.sidebar.checkbox("thresholds are per-layer quantiles", key="quantile",
                                    help="links saturate with depth; a quantile means the same at every layer")
     parser = st.sidebar.radio("full tree parser", ["tree_transformer", "binary"], key="parser",
                               help="Tree-Transformer's top-down parser, or the parameter-free lowest-link split")
-    convention = st.sidebar.radio("F1 convention", ["vgnsl", "standard"], key="convention")
+    convention = st.sidebar.radio("F1 convention", ["standard", "vgnsl"], key="convention",
+                                  help="standard (Kim et al. 2019, the report's headline) or vgnsl (Shi et al. 2019)")
     return {"text_tau": text_tau, "image_tau": image_tau, "quantile": quantile, "parser": parser,
             "convention": convention}
 
@@ -227,9 +248,12 @@ def full_tree_view(text: analysis.TextAnalysis, settings: dict, gold_tree: str |
     induced = text.parse(settings["parser"])
     if gold_tree:
         try:
-            show_svg(trees.tree_pair_svg(induced.tree, gold.parse_gold(gold_tree)), "hiclip-tree-full")
-            st.caption(f"{settings['parser']} parser; green: constituents shared with the gold tree, "
-                       "red: not shared")
+            reference = gold.parse_gold(gold_tree)
+            score = score_tree_pair(induced.tree, reference, settings["convention"])
+            label = f"{settings['parser']}: {trees.score_label(score, settings['convention'])}"
+            show_svg(trees.tree_pair_svg(induced.tree, reference, (label, "gold")), "hiclip-tree-full")
+            st.caption(f"{settings['parser']} parser above the gold tree; green: constituents shared with "
+                       "the other tree, red: not shared")
             return
         except (HiCLIPError, ValueError) as error:
             st.warning(f"gold tree not comparable: {error}")
@@ -237,16 +261,17 @@ def full_tree_view(text: analysis.TextAnalysis, settings: dict, gold_tree: str |
     st.caption(f"{settings['parser']} parser")
 
 
-def image_view(image: analysis.ImageAnalysis, layer: int, settings: dict) -> np.ndarray:
-    """Overlay at ``layer``; returns the groups (L, H, W) for the other views."""
+def image_view(image: analysis.ImageAnalysis, layer: int, settings: dict):
+    """Overlay at ``layer``; returns the image prediction (groups of every layer) for the other views."""
     st.subheader("Image: groups at this layer")
-    groups = image.groups(settings["image_tau"], settings["quantile"])
+    prediction = image.prediction(settings["image_tau"], settings["quantile"])
+    groups = prediction.groups
     overlay = images.group_overlay(image.view, groups[layer])
     count = len(np.unique(groups[layer]))
     st.image(overlay, width="stretch",
              caption=f"layer {layer} of {image.n_layers}: {count} group{'s' if count != 1 else ''} "
                      f"on a {image.grid[0]}x{image.grid[1]} patch grid")
-    return groups
+    return prediction
 
 
 def _png(fig) -> bytes:
@@ -295,37 +320,49 @@ def segment_tree_view(image: analysis.ImageAnalysis, checkpoint: str, chosen: di
              caption="groups at every layer")
 
 
-def metrics_view(text: analysis.TextAnalysis | None, groups: np.ndarray | None, chosen: dict,
+def _round(value: float | None, digits: int = DECIMALS) -> float | None:
+    return None if value is None or value != value else round(float(value), digits)
+
+
+def _tree_row(score) -> dict:
+    """One sentence's scores (percent, 1 decimal) and span counts for the metrics table."""
+    return {"precision": _round(score.precision, 1), "recall": _round(score.recall, 1), "F1": _round(score.f1, 1),
+            "predicted spans": score.n_pred, "gold spans": score.n_gold, "matched": score.n_match}
+
+
+def metrics_view(text: analysis.TextAnalysis | None, prediction, chosen: dict,
                  layer: int, settings: dict) -> None:
     shown = False
     if text is not None and chosen["gold_tree"] and len(text.words) > 1:
         rows = []
         for name in ("tree_transformer", "binary"):
             try:
-                score = gold.tree_score(text.parse(name).tree, chosen["gold_tree"], settings["convention"])
+                score = score_tree_pair(text.parse(name).tree, chosen["gold_tree"], settings["convention"])
             except HiCLIPError as error:
                 st.warning(str(error))
                 break
-            rows.append({"parser": name, **score.as_dict()})
+            rows.append({"parser": name, **_tree_row(score)})
         merged_tree = text.merged_at(layer, threshold=None if settings["quantile"] else settings["text_tau"],
                                      quantile=settings["text_tau"] if settings["quantile"] else None)
         try:
-            score = gold.tree_score(merged_tree, chosen["gold_tree"], settings["convention"])
-            rows.append({"parser": f"merged by layer {layer}", **score.as_dict()})
+            score = score_tree_pair(merged_tree, chosen["gold_tree"], settings["convention"])
+            rows.append({"parser": f"merged by layer {layer}", **_tree_row(score)})
         except HiCLIPError:
             pass
         if rows:
             st.markdown("**Tree F1 against the gold tree** (percent)")
             st.dataframe(rows, hide_index=True)
             shown = True
-    if groups is not None and chosen["masks"]:
+    if prediction is not None and chosen["masks"]:
         level = st.selectbox("mask level", list(chosen["masks"]), key="mask_level")
-        scores = gold.group_scores_by_layer(groups, chosen["masks"][level])
-        rows = [{"layer": i, "mIoU": s.miou, "ARI": s.ari, "fg ARI": s.fg_ari,
-                 "boundary recall": s.boundary_recall, "segments": s.n_segments,
-                 "gold segments": s.n_gt_segments} for i, s in enumerate(scores)]
-        st.markdown(f"**Groups against the {level} masks** (fractions; foreground ARI alone "
-                    "rewards over-segmentation, read it with the segment count)")
+        evaluation = evaluate_image(prediction, {level: chosen["masks"][level]}, sample_id=chosen["title"])
+        rows = [{"layer": r.layer, "mIoU": _round(r.miou), "ARI": _round(r.ari), "fg ARI": _round(r.fg_ari),
+                 "boundary recall": _round(r.boundary_recall), "segments": int(r.n_segments),
+                 "gold segments": int(r.n_gt_segments)}
+                for r in evaluation.rows if r.level != "best"]
+        best = evaluation.best_level[level]
+        st.markdown(f"**Groups against the {level} masks** (fractions; best layer by mIoU: {best}; "
+                    "foreground ARI alone rewards over-segmentation, read it with the segment count)")
         st.dataframe(rows, hide_index=True)
         shown = True
     if not shown:
@@ -349,11 +386,25 @@ def retrieval_view(chosen: dict, checkpoint: str) -> None:
 # ----------------------------------------------------------------------------- page
 
 
+def start_layer(text: analysis.TextAnalysis | None, image: analysis.ImageAnalysis | None, settings: dict) -> int:
+    """The informative layer to open on (``viz.analysis.informative_layer``): of the image's groups
+    when there is an image, else of the caption's merged word groups."""
+    if image is not None:
+        groups = image.prediction(settings["image_tau"], settings["quantile"]).groups
+        return analysis.informative_layer([len(np.unique(g)) for g in groups], groups[0].size)
+    if text is not None and len(text.words) > 1:
+        quantile = settings["text_tau"] if settings["quantile"] else None
+        threshold = None if settings["quantile"] else settings["text_tau"]
+        return analysis.informative_layer(text.group_counts(threshold, quantile), len(text.words))
+    return 0
+
+
 def main() -> None:
     st.set_page_config(page_title="HiCLIP hierarchies", layout="wide")
     st.title("HiCLIP: hierarchies layer by layer")
     checkpoints, stand_in = checkpoint_choices()
-    name = st.sidebar.selectbox("checkpoint", list(checkpoints), key="checkpoint")
+    name = st.sidebar.selectbox("checkpoint", list(checkpoints), index=default_checkpoint(checkpoints),
+                                key="checkpoint")
     checkpoint = str(checkpoints[name])
     if stand_in:
         st.warning(f"No checkpoint in {demo_assets.default_checkpoints_dir()}: showing an untrained "
@@ -376,17 +427,18 @@ def main() -> None:
         text = None
     image = image_analysis(checkpoint, chosen["key"], chosen["image"]) if has_vision else None
     n_layers = max(text.n_layers if text else 1, image.n_layers if image else 1)
-    layer = st.slider("layer", 0, n_layers - 1, n_layers - 1, key="layer",
-                      help="layer 0 is the first; links only strengthen with depth")
+    layer = st.slider("layer", 0, n_layers - 1, start_layer(text, image, settings), key="layer",
+                      help="layer 0 is the first; links only strengthen with depth. It opens on the layer "
+                           "halfway between single patches (words) and one group")
     st.markdown(f"**{chosen['title']}**: {chosen['caption']}")
     left, right = st.columns(2)
-    groups = None
+    prediction = None
     with left:
         if text is not None:
             text_view(text, min(layer, text.n_layers - 1), settings)
     with right:
         if image is not None:
-            groups = image_view(image, min(layer, image.n_layers - 1), settings)
+            prediction = image_view(image, min(layer, image.n_layers - 1), settings)
         else:
             st.info("this checkpoint is text-only")
     if text is not None:
@@ -401,7 +453,7 @@ def main() -> None:
         else:
             st.info("this checkpoint is text-only")
     elif view == "Metrics":
-        metrics_view(text, groups, chosen, min(layer, (text.n_layers if text else 1) - 1), settings)
+        metrics_view(text, prediction, chosen, min(layer, (text.n_layers if text else 1) - 1), settings)
     elif has_vision:
         retrieval_view(chosen, checkpoint)
     else:

@@ -132,10 +132,10 @@ def affinity_step(model: hiclip.HiCLIP, images: torch.Tensor, ids: torch.Tensor,
     """A train step of a HiCLIP built with ``prior_layers=[]`` whose loss also takes ``0 x`` the
     links, so the backward pass runs through the affinity modules but no prior exists."""
     def logits() -> torch.Tensor:
-        image, grid = model.encode_image(images, normalize=True, return_affinities=True)
-        text, words = model.encode_text(ids, mask, normalize=True, return_affinities=True)
-        links = grid["h"].sum() + grid["v"].sum() + words["links"].sum()
-        return model.logit_scale.exp() * image @ text.T + 0.0 * links
+        image = model.encode_image(images, normalize=True, return_affinities=True)
+        text = model.encode_text(ids, mask, normalize=True, return_affinities=True)
+        links = image.h_links.sum() + image.v_links.sum() + text.links.sum()
+        return model.logit_scale.exp() * image.features @ text.features.T + 0.0 * links
 
     return train_step(model, logits, images.device, bf16)
 

@@ -12,6 +12,10 @@ import sys
 
 from hiclip.errors import HiCLIPError
 
+DISTRIBUTION = "hiclip-toolkit"
+#: Top-level packages installed beside ``hiclip``; PyPI has unrelated distributions of both names.
+COMPANIONS = ("induction", "viz")
+
 # (command path, module, help). A two-word path is a sub-command of the first word's group.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("data", "shapes"), "hiclip.commands.data_shapes", "generate the synthetic shapes dataset"),
@@ -59,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     _attach(parser, path, module)
     args = parser.parse_args(argv)
     try:
+        check_companions()
         return int(module.run(args) or 0)
     except HiCLIPError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -66,6 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def check_companions() -> None:
+    """Fail in one line when an ``induction`` or ``viz`` package of another distribution shadows
+    this one's (the import names are generic; which one Python finds depends on the path)."""
+    for name in COMPANIONS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue  # a broken install; the command that needs it reports the import
+        if getattr(module, "DISTRIBUTION", None) != DISTRIBUTION:
+            raise HiCLIPError(f"the {name!r} package at {getattr(module, '__file__', '?')} is not "
+                              f"{DISTRIBUTION}'s but another distribution's of the same name; uninstall that "
+                              f"one (pip uninstall {name}) or reinstall {DISTRIBUTION}")
 
 
 def _command_path(argv: list[str]) -> tuple[str, ...] | None:

@@ -28,6 +28,7 @@ score both neighbours of a word: they are not attention and are not masked.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,6 +49,53 @@ from hiclip.attention import (
 )
 from hiclip.config import AffinityConfig, HiCLIPConfig, TextConfig, VisionConfig
 from hiclip.errors import HiCLIPError
+
+
+@dataclass
+class TextOutput:
+    """What the text tower returns (as ``transformers``' ``CLIPTextModelOutput``).
+
+    Attributes
+    ----------
+    features : Tensor, shape (B, embed_dim)
+        Pooled at EOT and projected (L2-normalised when asked for).
+    links : Tensor, shape (B, L, max_words - 1), or None
+        Word-level links in (0, 1], non-decreasing over layers, 0 past each sentence's
+        ``n_words - 1`` (with ``return_affinities``; read from attention maps when the hierarchy
+        is off, method.md 5).
+    n_words : Tensor, shape (B,), long, or None
+        Words per sentence (with ``return_affinities``).
+    attention : Tensor, shape (B, L, T, T), or None
+        Head-averaged attention maps (with ``return_attention``).
+    """
+
+    features: Tensor
+    links: Tensor | None = None
+    n_words: Tensor | None = None
+    attention: Tensor | None = None
+
+
+@dataclass
+class VisionOutput:
+    """What the vision tower returns (as ``transformers``' ``CLIPVisionModelOutput``).
+
+    Attributes
+    ----------
+    features : Tensor, shape (B, embed_dim)
+        The CLS token after the final LayerNorm, projected (L2-normalised when asked for).
+    h_links : Tensor, shape (B, L, H, W-1), or None
+        Horizontal patch links ``(r, c)-(r, c+1)`` in (0, 1], non-decreasing over layers (with
+        ``return_affinities``; from attention maps when the hierarchy is off).
+    v_links : Tensor, shape (B, L, H-1, W), or None
+        Vertical patch links ``(r, c)-(r+1, c)``.
+    attention : Tensor, shape (B, L, 1+H*W, 1+H*W), or None
+        Head-averaged attention maps, CLS first (with ``return_attention``).
+    """
+
+    features: Tensor
+    h_links: Tensor | None = None
+    v_links: Tensor | None = None
+    attention: Tensor | None = None
 
 
 class QuickGELU(nn.Module):
@@ -317,29 +365,23 @@ class TextTower(_Tower):
         return self.text_projection(states[torch.arange(states.shape[0], device=states.device), eot])
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None = None,
-                return_affinities: bool = False, return_attention: bool = False) -> Any:
-        """Features (B, embed_dim), optionally with word-level links and/or attention maps.
-
-        Returns ``features``, or a tuple ``(features, affinities?, attention?)`` with
-        ``affinities = {"links": (B, L, max_words-1), "n_words": (B,)}`` (links 0 past each
-        sentence's ``n_words - 1``) and ``attention`` (B, L, T, T) head-averaged.
-        """
+                return_affinities: bool = False, return_attention: bool = False) -> TextOutput:
+        """Features (B, embed_dim), with word-level links and/or attention maps when asked for
+        (:class:`TextOutput`; fields not asked for are None)."""
         need_weights = return_attention or (return_affinities and self.affinities is None)
         states, links, weights, masks = self._run(input_ids, attention_mask, word_ids, need_weights)
-        features = self.pool(states, attention_mask)
-        if not (return_affinities or return_attention):
-            return features
-        result: list[Any] = [features]
+        output = TextOutput(self.pool(states, attention_mask))
         if return_affinities:
             if self.affinities is not None:
                 token_links = torch.stack(links, 1)
             else:
                 read_links = attention_links_causal_chain if self.config.causal else attention_links_chain
                 token_links = read_links(torch.stack(weights, 1), masks["boundary"], self.affinity_config.eps)
-            result.append(word_level_links(token_links, masks["word_ids"]))
+            words = word_level_links(token_links, masks["word_ids"])
+            output.links, output.n_words = words["links"], words["n_words"]
         if return_attention:
-            result.append(torch.stack(weights, 1))
-        return tuple(result)
+            output.attention = torch.stack(weights, 1)
+        return output
 
 
 def word_level_links(token_links: Tensor, word_ids: Tensor) -> dict[str, Tensor]:
@@ -441,31 +483,24 @@ class VisionTower(_Tower):
                 all_weights.append(weights)
         return x, all_links, all_weights
 
-    def forward(self, images: Tensor, return_affinities: bool = False, return_attention: bool = False) -> Any:
-        """Features (B, embed_dim), optionally with links and/or attention maps.
-
-        Returns ``features`` or a tuple ``(features, affinities?, attention?)`` with
-        ``affinities = {"h": (B, L, H, W-1), "v": (B, L, H-1, W)}`` and ``attention``
-        (B, L, 1+H*W, 1+H*W) head-averaged (CLS first).
-        """
+    def forward(self, images: Tensor, return_affinities: bool = False,
+                return_attention: bool = False) -> VisionOutput:
+        """Features (B, embed_dim), with patch links and/or attention maps when asked for
+        (:class:`VisionOutput`; fields not asked for are None)."""
         need_weights = return_attention or (return_affinities and self.affinities is None)
         x, links, weights = self._run(images, need_weights)
-        features = self.proj(self.ln_post(x[:, 0]))
-        if not (return_affinities or return_attention):
-            return features
-        result: list[Any] = [features]
+        output = VisionOutput(self.proj(self.ln_post(x[:, 0])))
         if return_affinities:
             grid = self.config.grid
             if self.affinities is not None:
-                h = torch.stack([pair[0] for pair in links], 1)
-                v = torch.stack([pair[1] for pair in links], 1)
+                output.h_links = torch.stack([pair[0] for pair in links], 1)
+                output.v_links = torch.stack([pair[1] for pair in links], 1)
             else:
                 patches = torch.stack(weights, 1)[..., 1:, 1:]
-                h, v = attention_links_grid(patches, grid, grid, self.affinity_config.eps)
-            result.append({"h": h, "v": v})
+                output.h_links, output.v_links = attention_links_grid(patches, grid, grid, self.affinity_config.eps)
         if return_attention:
-            result.append(torch.stack(weights, 1))
-        return tuple(result)
+            output.attention = torch.stack(weights, 1)
+        return output
 
 
 class HiCLIP(nn.Module):
@@ -518,8 +553,8 @@ class HiCLIP(nn.Module):
         return self.vision
 
     def encode_image(self, images: Tensor, normalize: bool = False, return_affinities: bool = False,
-                     return_attention: bool = False) -> Any:
-        """Image features (B, embed_dim).
+                     return_attention: bool = False) -> Tensor | VisionOutput:
+        """Image features (B, embed_dim); a :class:`VisionOutput` when links or attention are asked for.
 
         Parameters
         ----------
@@ -528,25 +563,30 @@ class HiCLIP(nn.Module):
         normalize : bool
             L2-normalise the features.
         return_affinities : bool
-            Also return ``{"h": (B, L, H, W-1), "v": (B, L, H-1, W)}`` links in ``(0, 1]``,
+            Also give ``h_links`` (B, L, H, W-1) and ``v_links`` (B, L, H-1, W) in ``(0, 1]``,
             non-decreasing over layers (from attention maps when the hierarchy is off).
         return_attention : bool
-            Also return head-averaged attention maps (B, L, 1+H*W, 1+H*W).
+            Also give head-averaged attention maps (B, L, 1+H*W, 1+H*W).
+
+        Returns
+        -------
+        Tensor (B, embed_dim) without either flag, else :class:`VisionOutput`.
         """
-        out = self._require_vision()(images, return_affinities, return_attention)
-        return _normalized(out, normalize)
+        output = self._require_vision()(images, return_affinities, return_attention)
+        return _finish(output, normalize, return_affinities or return_attention)
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = False,
                     word_ids: Tensor | None = None, return_affinities: bool = False,
-                    return_attention: bool = False) -> Any:
-        """Text features (B, embed_dim), pooled at EOT.
+                    return_attention: bool = False) -> Tensor | TextOutput:
+        """Text features (B, embed_dim), pooled at EOT; a :class:`TextOutput` when links or
+        attention are asked for.
 
-        With ``return_affinities`` also returns ``{"links": (B, L, max_words-1), "n_words": (B,)}``
-        word-level links (0 past each sentence's ``n_words - 1``). ``word_ids`` (B, T) are needed
-        for subword tokenizers; without them every token between SOT and EOT is one word.
+        With ``return_affinities`` the output also holds ``links`` (B, L, max_words-1) word-level
+        (0 past each sentence's ``n_words - 1``) and ``n_words`` (B,). ``word_ids`` (B, T) are
+        needed for subword tokenizers; without them every token between SOT and EOT is one word.
         """
-        out = self.text(input_ids, attention_mask, word_ids, return_affinities, return_attention)
-        return _normalized(out, normalize)
+        output = self.text(input_ids, attention_mask, word_ids, return_affinities, return_attention)
+        return _finish(output, normalize, return_affinities or return_attention)
 
     def forward(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor,
                 word_ids: Tensor | None = None) -> dict[str, Tensor]:
@@ -568,9 +608,8 @@ class HiCLIP(nn.Module):
         return out
 
 
-def _normalized(out: Any, normalize: bool) -> Any:
-    if not normalize:
-        return out
-    if isinstance(out, tuple):
-        return (F.normalize(out[0], dim=-1),) + out[1:]
-    return F.normalize(out, dim=-1)
+def _finish(output: TextOutput | VisionOutput, normalize: bool, full: bool) -> Tensor | TextOutput | VisionOutput:
+    """Normalise the features if asked; the whole output when more than features was asked for."""
+    if normalize:
+        output.features = F.normalize(output.features, dim=-1)
+    return output if full else output.features

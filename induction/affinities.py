@@ -55,9 +55,9 @@ def text_links(model, tokenizer, sentences: Sequence[Sequence[str] | str], batch
             if not words:
                 raise HiCLIPError(f"sentence {start + i + 1} is empty")
         batch = tokenizer(chunk).to(device)
-        _, aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+        output = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
                                    return_affinities=True)
-        links = aff["links"].float().cpu().numpy().astype(np.float64)
+        links = output.links.float().cpu().numpy().astype(np.float64)
         for i, words in enumerate(chunk):
             n = int(batch.n_words[i])
             out.append((words[:n], links[i, :, : max(n - 1, 0)]))
@@ -85,9 +85,9 @@ def image_links(model, images: Sequence[Image.Image], batch_size: int = 64,
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         pixels = torch.stack([image_tensor(im, size) for im in chunk]).to(device)
-        _, aff = model.encode_image(pixels, return_affinities=True)
-        h = aff["h"].float().cpu().numpy().astype(np.float64)
-        v = aff["v"].float().cpu().numpy().astype(np.float64)
+        output = model.encode_image(pixels, return_affinities=True)
+        h = output.h_links.float().cpu().numpy().astype(np.float64)
+        v = output.v_links.float().cpu().numpy().astype(np.float64)
         out.extend((h[i], v[i]) for i in range(h.shape[0]))
         if progress is not None:
             progress(len(chunk))

@@ -30,6 +30,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from hiclip.errors import HiCLIPError
+from induction.thresholds import layer_thresholds as per_layer_thresholds
 
 __all__ = [
     "Dendrogram",
@@ -160,16 +161,12 @@ def layer_thresholds(
     Returns
     -------
     ndarray of float64, shape (L,)
+        A single patch has no links: then every layer's quantile threshold is
+        ``induction.thresholds.NO_LINKS`` (nothing to join either way).
     """
     n_layers = h_links.shape[0]
-    if not quantile:
-        return np.full(n_layers, float(tau))
-    if not 0.0 <= tau <= 1.0:
-        raise HiCLIPError(f"a quantile threshold must lie in [0, 1]; got {tau}")
     links = np.concatenate([h_links.reshape(n_layers, -1), v_links.reshape(n_layers, -1)], axis=1)
-    if links.shape[1] == 0:  # a single patch: no links, nothing to join
-        return np.full(n_layers, np.inf)
-    return np.quantile(links, tau, axis=1)
+    return per_layer_thresholds(links, tau, quantile)
 
 
 def layer_groups(
@@ -613,7 +610,7 @@ def save_label_map_png(labels: np.ndarray, path: str | Path) -> None:
         raise HiCLIPError(f"label values must lie in [0, 65535] for a uint16 PNG: {path}")
     from hiclip.atomic import atomic_path
 
-    with atomic_path(path, fsync=False) as tmp:  # complete or absent, whoever else writes it
+    with atomic_path(path, fsync=False) as tmp:  # complete or absent, like every output
         Image.fromarray(labels.astype(np.uint16)).save(tmp, format="PNG")
 
 

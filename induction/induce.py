@@ -1,16 +1,16 @@
-"""Run a checkpoint over data and write the prediction JSONL (docs/DESIGN.md, method.md 5).
+"""Run a checkpoint over data: prediction records for the JSONL (docs/DESIGN.md, method.md 5).
 
 Per sample: for each caption its words, per-layer word links and induced trees (the primary one
 under ``tree``, every algorithm under ``trees``); for the image its per-layer patch links, the
 patch groups of every layer, the segment tree, and optionally label maps at image resolution
 (snapped to SLIC superpixels on request) saved as PNG. Works for any model that gives links:
-HiCLIP's affinity modules, or attention maps of a model with the hierarchy off.
+HiCLIP's affinity modules, or attention maps of a model with the hierarchy off. The records are
+:mod:`induction.predictions` records, written by its one writer.
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,14 @@ import numpy as np
 from hiclip.errors import HiCLIPError
 from induction import image_groups, text_trees
 from induction.affinities import image_links, text_links
+from induction.predictions import (
+    CaptionPrediction,
+    ImagePrediction,
+    ModelInfo,
+    PredictionRecord,
+    Predictions,
+    round_links,
+)
 
 
 @dataclass
@@ -72,52 +80,43 @@ class InduceOptions:
     images: bool = True
 
 
-def _round(array: np.ndarray) -> list:
-    # 5 decimals keep the file small; links saturate near 1 so absolute precision is what matters.
-    return np.round(np.asarray(array, dtype=np.float64), 5).tolist()
-
-
-def model_info(model, checkpoint: str | None) -> dict[str, Any]:
+def model_info(model, checkpoint: str | None) -> ModelInfo:
+    """What the records say about the model: checkpoint, name, hierarchy, link source, patch grid."""
     hierarchy = bool(model.config.hierarchy)
-    return {"checkpoint": checkpoint, "name": model.config.name, "hierarchy": hierarchy,
-            "affinity_source": "prior" if hierarchy else "attention"}
+    vision = model.config.vision
+    return ModelInfo(checkpoint, model.config.name, hierarchy, "prior" if hierarchy else "attention",
+                     (vision.grid, vision.grid) if vision is not None else None)
 
 
-def _text_entries(links: list[tuple[list[str], np.ndarray]], options: TreeOptions,
-                  caption_index: list[int]) -> list[dict[str, Any]]:
-    tokens = [words for words, _ in links]
-    arrays = [array for _, array in links]
-    by_algorithm = {name: options.induce(arrays, tokens, name) for name in text_trees.ALGORITHMS}
-    if options.algorithm not in by_algorithm:
+def caption_predictions(links: Sequence[tuple[list[str], np.ndarray]], options: TreeOptions,
+                        caption_index: Sequence[int]) -> list[CaptionPrediction]:
+    """Every algorithm's trees for ``links`` (``[(words, (L, n-1) links)]``), induced from the
+    links as stored (:func:`induction.predictions.round_links`)."""
+    if options.algorithm not in text_trees.ALGORITHMS:
         raise HiCLIPError(f"unknown tree algorithm {options.algorithm!r}: use "
                           f"{' or '.join(text_trees.ALGORITHMS)}")
-    entries = []
-    for i, (words, array) in enumerate(links):
+    tokens = [list(words) for words, _ in links]
+    arrays = [round_links(array) for _, array in links]
+    by_algorithm = {name: options.induce(arrays, tokens, name) for name in text_trees.ALGORITHMS}
+    out = []
+    for i, (words, array) in enumerate(zip(tokens, arrays)):
         primary = by_algorithm[options.algorithm][i]
-        entries.append({
-            "caption_index": caption_index[i],
-            "tokens": words,
-            "links": _round(array),
-            "tree": primary.bracket,
-            "algorithm": primary.algorithm,
-            "trees": {name: trees[i].bracket for name, trees in by_algorithm.items()},
-        })
-    return entries
+        out.append(CaptionPrediction(int(caption_index[i]), words, array, primary.bracket, primary.algorithm,
+                                     {name: trees[i].bracket for name, trees in by_algorithm.items()}))
+    return out
 
 
-def _image_entry(h: np.ndarray, v: np.ndarray, options: GroupOptions, image=None, sample_id: str = "",
-                 label_dir: Path | None = None) -> dict[str, Any]:
+def image_prediction(h: np.ndarray, v: np.ndarray, options: GroupOptions, image=None, sample_id: str = "",
+                     label_dir: Path | None = None) -> ImagePrediction:
+    """Groups of every layer and the segment tree from one image's links (rounded as stored);
+    with ``options.label_maps`` also the label-map PNGs in ``label_dir``."""
+    h, v = round_links(h), round_links(v)
     layers = image_groups.layer_groups(h, v, options.tau, quantile=options.quantile)
     n_layers, grid_h, grid_w = layers.shape
     tree = image_groups.segment_tree(layers)
-    entry: dict[str, Any] = {
-        "grid": [grid_h, grid_w],
-        "h_links": _round(h),
-        "v_links": _round(v),
-        "groups": layers.reshape(n_layers, -1).tolist(),
-        "group_params": {"tau": options.tau, "quantile": options.quantile},
-        "segment_tree": image_groups.tree_to_json(tree),
-    }
+    entry = ImagePrediction((grid_h, grid_w), h, v, layers,
+                            {"tau": options.tau, "quantile": options.quantile},
+                            image_groups.tree_to_json(tree))
     if options.label_maps and image is not None and label_dir is not None:
         pixels = np.asarray(image.convert("RGB"))
         maps = {}
@@ -129,42 +128,43 @@ def _image_entry(h: np.ndarray, v: np.ndarray, options: GroupOptions, image=None
                                                              options.compactness)
             path = label_dir / f"{safe}_l{layer}.png"
             image_groups.save_label_map_png(label_map, path)
-            maps[str(layer)] = str(path.relative_to(label_dir.parent))
-        entry["label_maps"] = maps
-        entry["label_map_params"] = {"snap_superpixels": options.snap_superpixels,
-                                     "n_superpixels": options.n_superpixels,
-                                     "compactness": options.compactness}
+            maps[layer] = str(path.relative_to(label_dir.parent))
+        entry.label_maps = maps
+        entry.label_map_params = {"snap_superpixels": options.snap_superpixels,
+                                  "n_superpixels": options.n_superpixels,
+                                  "compactness": options.compactness}
     return entry
 
 
 def induce_sentences(model, tokenizer, sentences: Sequence[Sequence[str]], options: InduceOptions,
-                     checkpoint: str | None = None, progress=None) -> Iterator[dict[str, Any]]:
+                     checkpoint: str | None = None, progress=None) -> Iterator[PredictionRecord]:
     """Records for a text-only input (one sentence per record, ``image`` null)."""
     links = text_links(model, tokenizer, sentences, options.batch_size, progress)
-    entries = _text_entries(links, options.trees, [0] * len(links))
+    entries = caption_predictions(links, options.trees, [0] * len(links))
     info = model_info(model, checkpoint)
     for i, entry in enumerate(entries):
-        yield {"id": str(i + 1), "split": None, "text": [entry], "image": None, "model": info}
+        yield PredictionRecord(str(i + 1), None, [entry], None, info)
 
 
 def induce_samples(model, tokenizer, samples: Sequence, options: InduceOptions,
                    checkpoint: str | None = None, label_dir: Path | None = None,
-                   progress=None) -> Iterator[dict[str, Any]]:
+                   progress=None, text_progress=None) -> Iterator[PredictionRecord]:
     """Records for dataset samples (``hiclip.data.Sample``), in order.
 
-    Text is induced for all captions first (corpus-level quantile thresholds need every sentence),
-    then images are processed in batches and records are yielded as they complete.
+    Text is induced for all captions first (corpus-level quantile thresholds need every sentence;
+    ``text_progress(n)`` is called after each batch of captions), then images are processed in
+    batches and records are yielded as they complete (``progress(n)`` after each batch).
     """
     info = model_info(model, checkpoint)
     use_text = options.text
     use_images = options.images and model.config.vision is not None
-    text_by_sample: list[list[dict[str, Any]]] = [[] for _ in samples]
+    text_by_sample: list[list[CaptionPrediction]] = [[] for _ in samples]
     if use_text:
         owners = [(i, c) for i, sample in enumerate(samples) for c in range(len(sample.captions))]
         sentences = [samples[i].tokens[c] if samples[i].tokens else samples[i].captions[c].split()
                      for i, c in owners]
-        links = text_links(model, tokenizer, sentences, options.batch_size)
-        entries = _text_entries(links, options.trees, [c for _, c in owners])
+        links = text_links(model, tokenizer, sentences, options.batch_size, text_progress)
+        entries = caption_predictions(links, options.trees, [c for _, c in owners])
         for (i, _), entry in zip(owners, entries):
             text_by_sample[i].append(entry)
     step = options.batch_size
@@ -176,24 +176,42 @@ def induce_samples(model, tokenizer, samples: Sequence, options: InduceOptions,
             image_entry = None
             if grids[offset] is not None:
                 h, v = grids[offset]
-                image_entry = _image_entry(h, v, options.groups, images[offset], sample.id, label_dir)
-            yield {"id": sample.id, "split": sample.split, "text": text_by_sample[start + offset],
-                   "image": image_entry, "model": info}
+                image_entry = image_prediction(h, v, options.groups, images[offset], sample.id, label_dir)
+            yield PredictionRecord(sample.id, sample.split, text_by_sample[start + offset], image_entry, info)
         if progress is not None:
             progress(len(chunk))
 
 
-def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
-    """Write records atomically (a temporary of this run only, then rename); returns how many
-    were written."""
-    from hiclip.atomic import atomic_open
+def induce_predictions(model, tokenizer, samples: Sequence, options: InduceOptions | None = None,
+                       checkpoint: str | None = None, source: str | None = None, progress=None,
+                       text_progress=None) -> Predictions:
+    """:func:`induce_samples` collected in memory: the records ``hiclip induce`` would write
+    (without label-map PNGs), for scoring and drawing without a file."""
+    records = list(induce_samples(model, tokenizer, samples, options or InduceOptions(), checkpoint, None,
+                                  progress, text_progress))
+    return Predictions(records, source or f"{checkpoint or model.config.name} (induced in memory)")
 
-    count = 0
-    with atomic_open(path) as handle:
-        for record in records:
-            handle.write(json.dumps(record, separators=(",", ":")) + "\n")
-            count += 1
-    return count
+
+def reinduce_trees(predictions: Predictions, options: TreeOptions) -> Predictions:
+    """The same records with their trees induced again from their stored links under ``options``
+    (e.g. another start layer or quantile thresholds); captions without links are an error."""
+    captions = list(predictions.captions())
+    missing = [(r, c) for r, c in captions if c.links is None]
+    if missing:
+        record, _ = missing[0]
+        raise HiCLIPError(f"{predictions.where(record)}: caption predictions without links cannot be "
+                          f"parsed again ({len(missing)} of {len(captions)})")
+    induced = iter(caption_predictions([(c.tokens, c.links) for _, c in captions], options,
+                                       [c.caption_index for _, c in captions]))
+    records = []
+    for record in predictions.records:
+        text = []
+        for caption in record.text:
+            new = next(induced)
+            new.n_tokens, new.n_unknown = caption.n_tokens, caption.n_unknown
+            text.append(new)
+        records.append(replace(record, text=text))
+    return replace(predictions, records=records)
 
 
 def options_dict(options: InduceOptions) -> dict[str, Any]:

@@ -44,6 +44,7 @@ import numpy as np
 from hiclip.data.trees import escape_leaf
 from hiclip.errors import HiCLIPError
 from induction.spans import Span
+from induction.thresholds import layer_thresholds
 
 ALGORITHMS = ("tree_transformer", "binary")
 QUANTILE_SCOPES = ("corpus", "sentence")
@@ -98,8 +99,9 @@ def quantile_thresholds(links_list: Sequence[np.ndarray], break_quantile: float,
     Returns
     -------
     LayerThresholds
-        ``split[l]`` / ``descend[l]`` = the quantiles of layer l's pooled links. A layer with no
-        links at all (only one-word sentences) gets threshold 1.0 (never split).
+        ``split[l]`` / ``descend[l]`` = the quantiles of layer l's pooled links
+        (``induction.thresholds.layer_thresholds``); with no links at all (only one-word
+        sentences) every layer gets ``induction.thresholds.NO_LINKS``.
     """
     for name, q in (("break", break_quantile), ("descend", descend_quantile)):
         if not 0.0 <= q <= 1.0:
@@ -113,11 +115,8 @@ def quantile_thresholds(links_list: Sequence[np.ndarray], break_quantile: float,
     if any(a.shape[0] != n_layers for a in arrays):
         raise HiCLIPError("link arrays have different numbers of layers")
     pooled = np.concatenate(arrays, axis=1)
-    if pooled.shape[1] == 0:
-        split = np.ones(n_layers)
-        descend = np.ones(n_layers)
-    else:
-        split, descend = np.quantile(pooled, [break_quantile, descend_quantile], axis=1)
+    split = layer_thresholds(pooled, break_quantile, quantile=True)
+    descend = layer_thresholds(pooled, descend_quantile, quantile=True)
     return LayerThresholds(split, descend, {
         "thresholds": "quantile", "scope": scope, "break_quantile": float(break_quantile),
         "descend_quantile": float(descend_quantile),

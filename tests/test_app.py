@@ -63,6 +63,36 @@ def _png(size=(48, 32)) -> bytes:
     return buffer.getvalue()
 
 
+def _informative_layer(app_env) -> int:
+    import hiclip
+    from hiclip.data import open_dataset
+    from viz import analysis
+
+    model, _ = hiclip.load(app_env["checkpoints"] / "tiny-a")
+    image = analysis.analyse_image(model.eval(), open_dataset(app_env["data"])[0].open_image())
+    groups = image.groups(0.5)
+    return analysis.informative_layer([len(set(g.ravel())) for g in groups], groups[0].size)
+
+
+def test_app_opens_on_the_hiclip_checkpoint(tmp_path, viz_assets, monkeypatch):
+    """Of a vanilla twin and a HiCLIP model, the app opens on HiCLIP even when the twin sorts first."""
+    import json
+    import shutil
+
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(viz_assets["checkpoints"] / "tiny-a", folder / "b-hiclip")
+    shutil.copytree(viz_assets["checkpoints"] / "tiny-a", folder / "a-clip")
+    config = json.loads((folder / "a-clip" / "config.json").read_text())
+    config["model"]["hierarchy"] = False
+    (folder / "a-clip" / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("HICLIP_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("HICLIP_APP_DATA", str(viz_assets["data"]))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="checkpoint").options == ["a-clip", "b-hiclip"]
+    assert at.selectbox(key="checkpoint").value == "b-hiclip"
+
+
 def test_sample_views(app_env):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -70,13 +100,16 @@ def test_sample_views(app_env):
     assert at.selectbox(key="checkpoint").options == ["tiny-a"]
     assert at.selectbox(key="sample").value == "shapes-000000"
     layer = at.slider(key="layer")
-    assert layer.value == layer.max == 3                 # hiclip-tiny has 4 layers
+    assert layer.max == 3                                # hiclip-tiny has 4 layers
+    assert layer.value == _informative_layer(app_env)    # not the top layer, where all is one group
+    at.slider(key="layer").set_value(3).run()
     svgs = _svgs(at)
     assert set(svgs) == {"hiclip-tree-layer", "hiclip-tree-full"}
     first_words = at.markdown[0].value.split(": ", 1)[1].split()[:2]
     for word in first_words:
         assert f">{word}<" in svgs["hiclip-tree-layer"]
-    assert "gold (R " in svgs["hiclip-tree-full"]       # gold exists: predicted vs gold pair
+    assert "gold  (green" in svgs["hiclip-tree-full"]    # gold exists: predicted vs gold pair
+    assert re.search(r"tree_transformer: P [\d.]+  R [\d.]+  F1 [\d.]+ \(standard\)", svgs["hiclip-tree-full"])
     assert at.radio(key="view").options == ["Links", "Segment tree", "Metrics", "Retrieval"]
     # Links (default view): overlay + text link bars + image link heatmaps
     assert len(at.image) == 3
@@ -92,9 +125,11 @@ def test_sample_views(app_env):
     assert not at.exception
     tree_table, group_table = (df.value for df in at.dataframe)
     assert list(tree_table["parser"]) == ["tree_transformer", "binary", "merged by layer 3"]
-    assert tree_table["f1"].between(0, 100).all()
+    assert tree_table["F1"].between(0, 100).all()
+    assert (tree_table["F1"] == tree_table["F1"].round(1)).all()           # rounded for reading
     assert list(group_table["layer"]) == [0, 1, 2, 3]
     assert group_table["mIoU"].between(0, 1).all()
+    assert (group_table["mIoU"] == group_table["mIoU"].round(3)).all()
     at.selectbox(key="mask_level").set_value("part").run()
     assert "part masks" in at.markdown[-1].value
 

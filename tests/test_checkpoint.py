@@ -41,7 +41,7 @@ def outputs(model: hiclip.HiCLIP, tokenizer: hiclip.HiCLIPTokenizer) -> dict[str
         out = model(images, batch.input_ids, batch.attention_mask)
         out["mlm"] = model.text.mlm_logits(model.text.forward_tokens(batch.input_ids, batch.attention_mask))
         if images is not None:
-            out["h"] = model.encode_image(images, return_affinities=True)[1]["h"]
+            out["h"] = model.encode_image(images, return_affinities=True).h_links
     return out
 
 

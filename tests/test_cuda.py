@@ -83,12 +83,12 @@ def clip_loss(logits: torch.Tensor) -> torch.Tensor:
 def model_outputs(model: hiclip.HiCLIP, images: torch.Tensor, batch: TextBatch) -> dict[str, torch.Tensor]:
     """Every tensor the encoders return, features and links, moved to the CPU."""
     with torch.no_grad():
-        image, image_aff = model.encode_image(images, return_affinities=True)
-        text, text_aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
-                                           return_affinities=True)
+        image_aff = model.encode_image(images, return_affinities=True)
+        text_aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+                                     return_affinities=True)
         joint = model(images, batch.input_ids, batch.attention_mask, word_ids=batch.word_ids)
-    out = {"image": image, "h": image_aff["h"], "v": image_aff["v"], "text": text,
-           "links": text_aff["links"], "n_words": text_aff["n_words"],
+    out = {"image": image_aff.features, "h": image_aff.h_links, "v": image_aff.v_links,
+           "text": text_aff.features, "links": text_aff.links, "n_words": text_aff.n_words,
            **{f"forward.{k}": v for k, v in joint.items()}}
     return {k: v.cpu() for k, v in out.items()}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -300,20 +299,6 @@ def test_bad_generator_options_are_one_line_errors(tmp_path):
         generate_dataset(tmp_path, ShapesConfig(n=2, image_size=60))
     with pytest.raises(HiCLIPError, match="splits"):
         generate_dataset(tmp_path, ShapesConfig(n=2, splits=(0.5, 0.2, 0.2)))
-
-
-def test_generation_speed_is_reported(capsys):
-    """Benchmark-style: prints in-memory samples/s (no assertion on speed; see benchmarks/data_speed.py)."""
-    config = ShapesConfig(n=1)
-    generate_sample(0, "train", config)
-    start = time.process_time()
-    n = 40
-    for index in range(n):
-        generate_sample(index, "train", config)
-    rate = n / max(time.process_time() - start, 1e-9)
-    with capsys.disabled():
-        print(f"\n[shapes] generate+describe at 64 px: {rate:.0f} samples/s (CPU time, one core)")
-    assert rate > 0
 
 
 def _spans(tree: Tree) -> set[tuple[int, int]]:

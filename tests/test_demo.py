@@ -39,6 +39,14 @@ def test_demo_writes_report_with_every_system(small_checkpoints, tmp_path, capsy
     for name in ("HiCLIP", "CLIP", "right-branching", "left-branching", "balanced", "random",
                  "slic", "felzenszwalb", "rag", "grid", "Rsum"):
         assert name in report, name
+    findings = report.split("## Findings", 1)[1].split("## Trees", 1)[0]
+    assert "**Text, HiCLIP.**" in findings and "**Images, HiCLIP.**" in findings and "**Retrieval" in findings
+    assert "| slic (at HiCLIP's #seg) |  | " in report               # baselines have no layer
+    assert "*Figure 1. " in report and "![text_f1_models](figures/quantitative/text_f1_models.png)" in report
+    index = json.loads((out / "figures" / "figures.json").read_text())
+    table = json.loads((out / "hiclip-tiny-shapes" / "scores.json").read_text())["trees"]["tree_transformer/standard"]
+    assert index["quantitative"]["numbers"]["text_f1_models"]["systems"]["HiCLIP Tree-Transformer parser"][
+        "value"] == table["sentence_f1"]                                   # the figure is the table
     scores = json.loads((out / "hiclip-tiny-shapes" / "scores.json").read_text())
     assert set(scores["trees"]) == {"tree_transformer/standard", "tree_transformer/vgnsl",
                                     "binary/standard", "binary/vgnsl"}

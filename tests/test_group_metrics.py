@@ -28,6 +28,7 @@ from induction.group_metrics import (
     score_segmentation,
     under_segmentation_error,
 )
+from induction.group_evaluation import evaluate_group_file
 from induction.image_groups import layer_groups, save_label_map_png
 
 # 2 x 4 maps. gt: background (0) on the left half, object 1 top right, object 2 bottom right.
@@ -230,6 +231,11 @@ def args_for(pred: Path, data: Path, *extra: str) -> argparse.Namespace:
     return parser.parse_args(["--pred", str(pred), "--data", str(data), *extra])
 
 
+def score(args: argparse.Namespace) -> dict:
+    """What ``hiclip score groups --json`` prints for these arguments."""
+    return evaluate_group_file(args.pred, args.data, score_groups.options_from_args(args)).to_dict()
+
+
 @pytest.fixture
 def toy(tmp_path):
     data = tmp_path / "data"
@@ -245,7 +251,7 @@ def rows_of(result, **where):
 
 def test_command_finds_the_planted_levels(toy):
     pred, data, _ = toy
-    result = score_groups.score(args_for(pred, data, "--split", "test", "--baselines", "grid"))
+    result = score(args_for(pred, data, "--split", "test", "--baselines", "grid"))
     # group gt (both objects as one): every level's best IoU is 1/2, a tie -> the lowest level
     assert result["best_level"] == {"group": 0, "object": 1, "part": 0}
     best_object = rows_of(result, gt_level="object", method="model", level="best")[0]
@@ -265,7 +271,7 @@ def test_command_finds_the_planted_levels(toy):
 
 def test_command_all_levels_and_every_baseline_and_snapping(toy):
     pred, data, _ = toy
-    result = score_groups.score(args_for(pred, data, "--level", "all", "--gt-level", "object",
+    result = score(args_for(pred, data, "--level", "all", "--gt-level", "object",
                                          "--snap-superpixels", "--superpixels", "30"))
     assert set(result["gt_levels"]) == {"object"}
     assert result["methods"] == ["model", "model+superpixels", "grid", "slic", "felzenszwalb", "rag"]
@@ -302,21 +308,21 @@ def test_command_reads_label_map_pngs_and_recomputes_from_links(tmp_path, toy):
     maps = {"0": "labels/l0.png", "1": "labels/l1.png", "2": "labels/l2.png"}
     from_png = tmp_path / "png.jsonl"
     write_predictions(from_png, ids, groups=None, label_maps=maps)
-    a = score_groups.score(args_for(pred, data, "--baselines", "none", "--level", "all"))
-    b = score_groups.score(args_for(from_png, data, "--baselines", "none", "--level", "all"))
+    a = score(args_for(pred, data, "--baselines", "none", "--level", "all"))
+    b = score(args_for(from_png, data, "--baselines", "none", "--level", "all"))
     assert a["rows"] == b["rows"]
     # levels keep their layer numbers when only some layers were saved
     upper = tmp_path / "upper.jsonl"
     write_predictions(upper, ids, groups=None, label_maps={"1": maps["1"], "2": maps["2"]})
-    u = score_groups.score(args_for(upper, data, "--baselines", "none", "--gt-level", "object"))
+    u = score(args_for(upper, data, "--baselines", "none", "--gt-level", "object"))
     assert u["layers"] == [1, 2] and u["best_level"] == {"object": 1}
     lines = upper.read_text().splitlines()
     lines[2] = lines[2].replace('"1": "labels/l1.png", ', "")
     upper.write_text("\n".join(lines) + "\n")
     with pytest.raises(HiCLIPError, match=r"upper.jsonl:3: predicted layers \[2\]; line 1 has \[1, 2\]"):
-        score_groups.score(args_for(upper, data, "--baselines", "none"))
+        score(args_for(upper, data, "--baselines", "none"))
     # --tau regroups the stored links: 0.95 joins nothing -> 16 segments at every level
-    c = score_groups.score(args_for(pred, data, "--baselines", "none", "--tau", "0.95"))
+    c = score(args_for(pred, data, "--baselines", "none", "--tau", "0.95"))
     assert rows_of(c, gt_level="object")[0]["n_segments"] == 16
 
 
@@ -328,7 +334,7 @@ def test_command_reads_label_map_pngs_and_recomputes_from_links(tmp_path, toy):
         (lambda lines: lines + [lines[0]], r"pred.jsonl:4: id 'toy-000' repeats line 1"),
         (lambda lines: lines[:2] + ["{not json"], r"pred.jsonl:3: invalid JSON"),
         (lambda lines: [lines[0].replace('"grid": [4, 4]', '"grid": [4, 5]')] + lines[1:],
-         r"pred.jsonl:1: image.groups has shape \(3, 16\); expected \(L, 20\)"),
+         r"pred.jsonl:1: h_links \(3, 4, 3\) / v_links \(3, 3, 4\) do not match image.grid \[4, 5\]"),
         (lambda lines: [lines[0].replace('"image": {', '"image": null, "x": {')] + lines[1:],
          r"pred.jsonl:1: record 'toy-000' has no image predictions"),
     ],
@@ -338,7 +344,86 @@ def test_command_mismatches_name_the_jsonl_line(toy, mutate, message):
     lines = pred.read_text().splitlines()
     pred.write_text("\n".join(mutate(lines)) + "\n")
     with pytest.raises(HiCLIPError, match=message):
-        score_groups.score(args_for(pred, data, "--baselines", "none"))
+        score(args_for(pred, data, "--baselines", "none"))
+
+
+def test_partial_predictions_are_an_error_unless_allowed_then_coverage_is_reported(toy, capsys):
+    pred, data, ids = toy
+    write_predictions(pred, ids[:2])                      # 2 of the 3 samples with masks
+    with pytest.raises(HiCLIPError, match=r"pred.jsonl: 1 of the 3 samples with masks .* have no "
+                                          r"prediction \(e.g. 'toy-002'\).*--allow-missing"):
+        score(args_for(pred, data, "--baselines", "none"))
+    result = score(args_for(pred, data, "--baselines", "none", "--allow-missing"))
+    assert result["coverage"] == {"n_with_masks": 3, "n_scored": 2, "n_missing": 1,
+                                  "fraction": pytest.approx(2 / 3), "missing_examples": ["toy-002"]}
+    assert rows_of(result, gt_level="object")[0]["n_images"] == 2
+    assert cli.main(["score", "groups", "--pred", str(pred), "--data", str(data), "--baselines", "none",
+                     "--allow-missing"]) == 0
+    assert "coverage: 2 of the 3 samples with masks (66.7%); 1 have no prediction" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda image: image["h_links"][0][0].__setitem__(0, float("inf")), "h_links holds NaN or infinite"),
+        (lambda image: image["v_links"][1][0].__setitem__(2, -0.5), r"v_links must lie in \[0, 1\]"),
+        (lambda image: image.update(grid=[2, 8]), r"do not match image.grid \[2, 8\]"),
+    ],
+)
+def test_inconsistent_grids_and_out_of_range_links_are_errors(toy, change, message):
+    pred, data, _ = toy
+    rows = [json.loads(line) for line in pred.read_text().splitlines()]
+    change(rows[1]["image"])
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(HiCLIPError, match="pred.jsonl:2: .*" + message):
+        score(args_for(pred, data, "--baselines", "none"))
+
+
+def test_a_grid_that_disagrees_with_the_model_is_an_error(toy):
+    pred, data, _ = toy
+    rows = [json.loads(line) for line in pred.read_text().splitlines()]
+    rows[0]["model"]["grid"] = [8, 8]
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(HiCLIPError, match=r"pred.jsonl:1: image.grid \[4, 4\] differs from the model's grid"):
+        score(args_for(pred, data, "--baselines", "none"))
+
+
+def test_the_group_library_takes_extra_partition_sources_and_report_sections(toy):
+    """What issue 14's granularity scoring plugs in: a source at matched counts, another of its own,
+    and a report section computed from the scored images."""
+    from induction.group_evaluation import GroupEvalOptions, ReportSection, evaluate_groups, open_ground_truth
+    from induction.predictions import read_predictions
+
+    pred, data, _ = toy
+
+    class OneSegment:
+        name, matched = "one segment", False
+
+        def partitions(self, item, levels):
+            return {level: np.zeros(item.size, dtype=np.int64) for level in levels}
+
+    class Halves:
+        name, matched = "halves", True
+
+        def partitions(self, item, levels):
+            out = {}
+            for level in levels:
+                labels = np.zeros(item.size, dtype=np.int64)
+                labels[:, item.size[1] // 2:] = 1 if item.n_segments(level) > 1 else 0
+                out[level] = labels
+            return out
+
+    section = ReportSection("mean segments", lambda items, ev: {
+        "model": float(np.mean([item.n_segments(ev.best_level["object"]) for item in items]))})
+    evaluation = evaluate_groups(read_predictions(pred), open_ground_truth(str(data), None),
+                                 GroupEvalOptions(baselines=()), str(data), extra_sources=[OneSegment(), Halves()],
+                                 sections=[section])
+    assert evaluation.methods == ["model", "one segment", "halves"]
+    one = evaluation.row("object", "one segment", "best")
+    assert one.n_segments == 1 and one.layer == 0                     # its own best level (all tie)
+    halves = evaluation.row("object", "halves", "best")
+    assert halves.matched and halves.layer == evaluation.best_level["object"] == 1   # at the model's level
+    assert evaluation.to_dict()["sections"] == {"mean segments": {"model": 3.0}}
 
 
 def test_command_size_and_option_errors(tmp_path, toy, capsys):
@@ -347,13 +432,13 @@ def test_command_size_and_option_errors(tmp_path, toy, capsys):
     bad = tmp_path / "bad.jsonl"
     write_predictions(bad, ids, groups=None, label_maps={"0": "labels/odd.png"})
     with pytest.raises(HiCLIPError, match=r"bad.jsonl:1: label map of level 0 is 10x10 .* 32x32"):
-        score_groups.score(args_for(bad, data, "--baselines", "none"))
+        score(args_for(bad, data, "--baselines", "none"))
     with pytest.raises(HiCLIPError, match="no masks of level"):
-        score_groups.score(args_for(pred, data, "--gt-level", "instance"))
+        score(args_for(pred, data, "--gt-level", "instance"))
     with pytest.raises(HiCLIPError, match="unknown baseline"):
-        score_groups.score(args_for(pred, data, "--baselines", "grid,watershed"))
+        score(args_for(pred, data, "--baselines", "grid,watershed"))
     with pytest.raises(HiCLIPError, match="no prediction records in split 'train'"):
-        score_groups.score(args_for(pred, data, "--split", "train"))
+        score(args_for(pred, data, "--split", "train"))
     # through the CLI: one line on stderr, exit status 2, no traceback
     assert cli.main(["score", "groups", "--pred", str(bad), "--data", str(data)]) == 2
     err = capsys.readouterr().err
@@ -383,7 +468,7 @@ def test_command_on_generated_shapes_oracle_beats_grid(tmp_path):
             v = np.maximum.accumulate(np.stack([p[1] for p in per_level]), axis=0)
             image = {"grid": [8, 8], "h_links": h.tolist(), "v_links": v.tolist()}
             handle.write(json.dumps({"id": sample.id, "split": sample.split, "image": image}) + "\n")
-    result = score_groups.score(args_for(pred, tmp_path / "shapes", "--tau", "0.5",
+    result = score(args_for(pred, tmp_path / "shapes", "--tau", "0.5",
                                          "--baselines", "grid"))
     assert set(result["gt_levels"]) == {"part", "object", "group"}
     assert result["layers"] == [0, 1, 2, 3]
@@ -407,8 +492,9 @@ def test_command_on_real_coco_tiny(shared_data, tmp_path):
             v = np.cumsum(rng.random((2, 13, 14)) * 0.4, axis=0).clip(0, 1)
             image = {"grid": [14, 14], "h_links": h.tolist(), "v_links": v.tolist()}
             handle.write(json.dumps({"id": s.id, "split": s.split, "image": image}) + "\n")
-    result = score_groups.score(args_for(pred, coco, "--split", "val", "--tau", "0.5",
-                                         "--baselines", "grid,felzenszwalb", "--baseline-size", "96"))
+    result = score(args_for(pred, coco, "--split", "val", "--tau", "0.5", "--allow-missing",
+                            "--baselines", "grid,felzenszwalb", "--baseline-size", "96"))
+    assert result["coverage"]["n_scored"] == 4 and result["coverage"]["n_missing"] > 0
     assert list(result["gt_levels"]) == ["object"]          # 'crowd' only when asked for
     assert result["gt_levels"]["object"] == 4
     model = rows_of(result, method="model")[0]

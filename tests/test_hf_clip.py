@@ -232,16 +232,16 @@ def test_fresh_hierarchy_starts_near_the_imported_model(folder) -> None:
     batch = tok(TEXTS)
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        _, links = hierarchy.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
-                                         return_affinities=True)
-        _, grid = hierarchy.encode_image(images, return_affinities=True)
+        text = hierarchy.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+                                     return_affinities=True)
+        grid = hierarchy.encode_image(images, return_affinities=True)
     n = int(batch.n_words[0])
-    first = links["links"][0, 0, : n - 1]
+    first = text.links[0, 0, : n - 1]
     assert n > 3
     torch.testing.assert_close(first[1:-1], torch.full_like(first[1:-1], 0.5), atol=1e-3, rtol=0)  # uniform start
     ends = first[[0, -1]]  # the first and last words have one neighbour each: p = 1 on their side
     torch.testing.assert_close(ends, torch.full_like(ends, 0.5**0.5), atol=1e-3, rtol=0)
-    assert grid["h"].shape == (4, 2, 4, 3)
+    assert grid.h_links.shape == (4, 2, 4, 3)
     # the fresh key projection is zero but learns: it gets a gradient at once
     hierarchy.train()
     out = hierarchy(images, batch.input_ids, batch.attention_mask, batch.word_ids)

@@ -31,7 +31,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("imported")
     generate_dataset(root / "shapes", ShapesConfig(n=30, seed=2, image_size=32, negatives=1), workers=1)
-    make_clip_folder(root / "hf", image_size=224, patch_size=32, context=24)
+    make_clip_folder(root / "hf", image_size=224, patch_size=32, context=77)
     paths = {"root": root, "data": root / "shapes", "hf": root / "hf"}
     paths["clip"], _ = import_clip_checkpoint(root / "hf", root / "checkpoints" / "clip")
     paths["hiclip"], _ = import_clip_checkpoint(root / "hf", root / "checkpoints" / "hiclip", hierarchy=True)
@@ -43,15 +43,15 @@ def test_causal_tower_never_looks_ahead(setup) -> None:
     batch = tok(["a red square to the left", "a red square above the dog"])
     with torch.no_grad():
         states = model.text.forward_tokens(batch.input_ids, batch.attention_mask)
-        _, attention = model.encode_text(batch.input_ids, batch.attention_mask, return_attention=True)
+        attention = model.encode_text(batch.input_ids, batch.attention_mask, return_attention=True).attention
     shared = 4  # SOT a red square: the same prefix, so the same states under a causal mask
     torch.testing.assert_close(states[0, :shared], states[1, :shared], rtol=0, atol=1e-6)
     assert not torch.allclose(states[0, shared + 1], states[1, shared + 1])
     assert torch.all(attention.triu(1) == 0) and attention.shape[1] == 2
     hiclip_model, _ = hiclip.load(setup["hiclip"])  # with the hierarchy the prior multiplies the masked attention
     with torch.no_grad():
-        _, attention = hiclip_model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
-                                                return_attention=True)
+        attention = hiclip_model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+                                             return_attention=True).attention
     assert torch.all(attention.triu(1) == 0) and torch.all(attention.sum(-1) <= 1 + 1e-5)
 
 
@@ -71,12 +71,13 @@ def test_imported_vanilla_links_come_from_its_causal_attention(setup) -> None:
     model, tok = hiclip.load(setup["clip"])
     batch = tok(TEXTS)
     with torch.no_grad():
-        _, aff, attention = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
-                                              return_affinities=True, return_attention=True)
+        out = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+                                return_affinities=True, return_attention=True)
+    attention = out.attention
     masks = model.text.token_masks(batch.input_ids, batch.attention_mask, batch.word_ids)
     expected = word_level_links(attention_links_causal_chain(attention, masks["boundary"]), masks["word_ids"])
-    torch.testing.assert_close(aff["links"], expected["links"])
-    links = aff["links"]
+    torch.testing.assert_close(out.links, expected["links"])
+    links = out.links
     assert torch.all(links[:, 1:] >= links[:, :-1] - 1e-6)  # non-decreasing over layers
     n = int(batch.n_words[1])
     assert torch.all(links[1, :, : n - 1] > 0.0) and torch.all(links[1, :, n - 1:] == 0.0)
@@ -137,7 +138,7 @@ def test_clip_style_triple(setup) -> None:
     pixels = transform(image).unsqueeze(0)
     assert pixels.shape == (1, 3, 224, 224)
     tokens = tokenizer(["a red square", "two dogs"]).to("cpu")
-    assert tokens.input_ids.shape == (2, 24)
+    assert tokens.input_ids.shape == (2, 77)
     with torch.no_grad():
         text = model.encode_text(tokens)
         plain = model.encode_text(tokens.input_ids)  # ids alone: the mask ends at the first EOT
@@ -259,7 +260,7 @@ def test_a_fine_tuned_import_exports_with_its_grown_vocabulary(setup, tmp_path) 
     clip, clip_tok = CLIPModel.from_pretrained(tmp_path / "hf").eval(), AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert clip.config.text_config.vocab_size == tok.vocab_size == len(clip_tok) and clip_tok.mask_token == "<|mask|>"
     batch = tok(TEXTS)
-    hf = clip_tok(TEXTS, padding=True, truncation=True, max_length=24, return_tensors="pt")
+    hf = clip_tok(TEXTS, padding=True, truncation=True, max_length=77, return_tensors="pt")
     assert torch.equal(batch.input_ids, hf["input_ids"])
     with torch.no_grad():
         theirs = clip.get_text_features(**hf)

@@ -10,7 +10,7 @@ import hiclip
 from hiclip.config import HiCLIPConfig
 from hiclip.errors import HiCLIPError
 from hiclip.factory import get_model_config, transformers_clip_config
-from hiclip.model import HiCLIP, word_level_links
+from hiclip.model import HiCLIP, TextOutput, VisionOutput, word_level_links
 
 torch.set_num_threads(1)
 
@@ -64,16 +64,17 @@ def test_affinities_shapes_ranges_and_monotone(tokenizer, hierarchy: bool) -> No
     model = small_model(tokenizer, hierarchy)
     batch = tokenizer(CAPTIONS)
     with torch.no_grad():
-        _, aff = model.encode_image(torch.randn(2, 3, 16, 16), return_affinities=True)
-        _, text_aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
-                                        return_affinities=True)
-    assert aff["h"].shape == (2, 3, 4, 3) and aff["v"].shape == (2, 3, 3, 4)
-    for links in (aff["h"], aff["v"]):
+        aff = model.encode_image(torch.randn(2, 3, 16, 16), return_affinities=True)
+        text_aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+                                     return_affinities=True)
+    assert isinstance(aff, VisionOutput) and isinstance(text_aff, TextOutput) and aff.attention is None
+    assert aff.h_links.shape == (2, 3, 4, 3) and aff.v_links.shape == (2, 3, 3, 4)
+    for links in (aff.h_links, aff.v_links):
         assert torch.all((links > 0) & (links <= 1))
         assert torch.all(links[:, 1:] >= links[:, :-1])
-    links = text_aff["links"]
+    links = text_aff.links
     assert links.shape == (3, 3, int(batch.n_words.max()) - 1)
-    assert torch.equal(text_aff["n_words"], batch.n_words)
+    assert torch.equal(text_aff.n_words, batch.n_words)
     assert torch.all(links[:, 1:] >= links[:, :-1])
     for b, n in enumerate(batch.n_words.tolist()):
         assert torch.all((links[b, :, : n - 1] > 0) & (links[b, :, : n - 1] <= 1))
@@ -87,17 +88,20 @@ def test_padding_does_not_change_a_sentence(tokenizer, hierarchy: bool) -> None:
     padded = tokenizer(CAPTIONS)
     assert padded.input_ids.shape[1] > alone.input_ids.shape[1]
     with torch.no_grad():
-        f1, a1 = model.encode_text(alone.input_ids, alone.attention_mask, return_affinities=True)
-        f2, a2 = model.encode_text(padded.input_ids, padded.attention_mask, return_affinities=True)
+        a1 = model.encode_text(alone.input_ids, alone.attention_mask, return_affinities=True)
+        a2 = model.encode_text(padded.input_ids, padded.attention_mask, return_affinities=True)
+        f1, f2 = a1.features, a2.features
     torch.testing.assert_close(f1[0], f2[0], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(a1["links"][0], a2["links"][0, :, : a1["links"].shape[-1]], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a1.links[0], a2.links[0, :, : a1.links.shape[-1]], rtol=1e-5, atol=1e-6)
 
 
 def test_attention_never_reaches_padding_and_specials_are_unconstrained(tokenizer) -> None:
     model = small_model(tokenizer, hierarchy=True)
     batch = tokenizer(CAPTIONS)
     with torch.no_grad():
-        _, attn = model.encode_text(batch.input_ids, batch.attention_mask, return_attention=True)
+        output = model.encode_text(batch.input_ids, batch.attention_mask, return_attention=True)
+        attn = output.attention
+    assert output.links is None and output.features.shape[0] == attn.shape[0]
     valid = batch.attention_mask
     keys_pad = ~valid[:, None, None, :].expand_as(attn)
     assert torch.all(attn[keys_pad] == 0)
@@ -127,12 +131,12 @@ def test_subword_gaps_are_never_break_points() -> None:
     assert torch.equal(masks["intra_word"], same)
     assert not torch.any(masks["boundary"] & masks["intra_word"])
     with torch.no_grad():
-        _, aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
-                                   return_affinities=True)
+        aff = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
+                                return_affinities=True)
         plain = model.encode_text(batch.input_ids, batch.attention_mask)
         grouped = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids)
-    assert aff["links"].shape == (3, 3, int(batch.n_words.max()) - 1)
-    assert torch.equal(aff["n_words"], batch.n_words)
+    assert aff.links.shape == (3, 3, int(batch.n_words.max()) - 1)
+    assert torch.equal(aff.n_words, batch.n_words)
     assert not torch.allclose(plain, grouped)  # word ids change the prior for subword tokens
 
 

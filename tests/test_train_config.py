@@ -136,3 +136,15 @@ def test_sample_seeds_are_distinct_and_rng_is_restored() -> None:
     assert torch.equal(a, b)
     assert torch.equal(before, torch.random.get_rng_state())
     assert not math.isnan(float(a.sum()))
+
+
+def test_resuming_an_older_run_drops_its_retired_keys(tmp_path):
+    """Run folders written before throttle_s left TrainConfig still resume without --config."""
+    import json
+
+    from hiclip.commands.train import _stored_config
+    from hiclip.train.config import config_from_dict
+
+    stored = load_config("shapes-tiny", data="shapes").to_dict()
+    (tmp_path / "params.json").write_text(json.dumps({"config": {**stored, "throttle_s": 0.25}}))
+    assert config_from_dict(_stored_config(tmp_path)).to_dict() == stored

@@ -88,6 +88,18 @@ def _hiclip(*args: str) -> list[str]:
     return [sys.executable, "-m", "hiclip.cli", "train", *args]
 
 
+# ``hiclip train`` with a 0.25 s sleep after every step (a TrainHooks hook, not a config key), so the
+# run can be killed mid-epoch however fast the machine is.
+SLOW_TRAIN = """
+import sys, time
+from hiclip.train import loop
+from hiclip.cli import main
+train = loop.train
+loop.train = lambda *a, **k: train(*a, **k, hooks=loop.TrainHooks(after_step=lambda step: time.sleep(0.25)))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
@@ -105,7 +117,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(corpus, tmp_path)
     assert reference.steps == 48
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_hiclip(*common, "--out", str(killed), "--set", "throttle_s=0.25"),
+    process = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, "train", *common, "--out", str(killed)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = killed / "checkpoints" / "latest"
     deadline = time.time() + 240
@@ -125,8 +137,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(corpus, tmp_path)
     steps_before = [json.loads(l)["step"] for l in (killed / "metrics.jsonl").read_text().splitlines()]
     assert max(steps_before) < 48
 
-    subprocess.run([*_hiclip("--out", str(killed), "--resume", "latest", "--threads", "1",
-                             "--no-progress", "--set", "throttle_s=0")],
+    subprocess.run([*_hiclip("--out", str(killed), "--resume", "latest", "--threads", "1", "--no-progress")],
                    check=True, env=env, capture_output=True, timeout=300)
     expected, got = _weights(reference.final), _weights(killed / "final")
     assert set(expected) == set(got)

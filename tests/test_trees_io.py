@@ -13,7 +13,6 @@ from hiclip.data.trees import (
     leaf_tags,
     parse_bracket_string,
     read_manifest_trees,
-    read_prediction_trees,
     read_ptb,
     read_token_lines,
     read_tree_lines,
@@ -212,29 +211,24 @@ def test_manifest_problems(tmp_path):
         read_manifest_trees(path)
 
 
-def test_prediction_jsonl_tree_and_tree_key(tmp_path):
-    rows = [
-        {"id": "s1", "split": "test", "text": [
-            {"caption_index": 0, "tokens": ["a", "man", "rides"], "tree": "(S (X a man) rides)",
-             "algorithm": {"name": "tree_transformer"}, "trees": {"binary": "(S a (X man rides))"}}],
-         "image": None},
-        {"id": "s2", "split": "train", "text": [{"tokens": ["b", "c"], "tree": "(S b c)"}]},
-    ]
-    path = write(tmp_path / "pred.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
-    assert detect_format(path) == "predictions"
-    records = read_trees(path)
-    assert len(records) == 2 and records[0].meta["algorithm"] == {"name": "tree_transformer"}
-    test_only = read_prediction_trees(path, split="test", tree_key="binary")
-    assert len(test_only) == 1 and test_only[0].tree[1].leaves() == ["man", "rides"]
-    with pytest.raises(HiCLIPError, match=r"pred\.jsonl:2: text 0 has no trees\['binary'\]"):
-        read_prediction_trees(path, tree_key="binary")
-
-
-def test_prediction_leaves_must_match_tokens(tmp_path):
-    row = {"id": "s", "text": [{"tokens": ["a", "man"], "tree": "(S a dog)"}]}
+def test_prediction_jsonl_is_detected_but_read_by_its_own_reader(tmp_path):
+    row = {"id": "s1", "text": [{"tokens": ["a", "b"], "tree": "(S a b)"}], "image": None}
     path = write(tmp_path / "pred.jsonl", json.dumps(row) + "\n")
-    with pytest.raises(HiCLIPError, match=r"pred\.jsonl:1: text 0: tree leaves differ from its tokens"):
-        read_prediction_trees(path)
+    assert detect_format(path) == "predictions"
+    with pytest.raises(HiCLIPError, match="induction.tree_evaluation.read_tree_records"):
+        read_trees(path)
+
+
+def test_manifest_record_without_trees_is_a_counted_skip(tmp_path):
+    rows = [{"id": "a", "image": "a.png", "captions": ["x y"], "trees": ["(S x y)"]},
+            {"id": "b", "image": "b.png", "captions": ["p q", "r s"]}]
+    path = write(tmp_path / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(HiCLIPError, match=r"manifest\.jsonl:2: record 'b' has no 'trees'"):
+        read_manifest_trees(path)
+    report = SkipReport("skip")
+    records = read_manifest_trees(path, report=report)
+    assert [r.ok for r in records] == [True, False, False]     # one placeholder per caption: no shift
+    assert report.reasons == {"no tree": 2}
 
 
 def test_vgnsl_json_fixture(tmp_path):

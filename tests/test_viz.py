@@ -15,6 +15,8 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from hiclip.errors import HiCLIPError  # noqa: E402
+from induction.image_groups import tree_from_json, upsample_labels  # noqa: E402
+from induction.thresholds import NO_LINKS  # noqa: E402
 from viz import images, links, trees  # noqa: E402
 from viz.save import save_figure  # noqa: E402
 
@@ -38,8 +40,7 @@ def test_node_spans_and_match():
     assert match.matched == {(0, 6), (0, 3), (3, 6), (4, 6)}
     assert match.only_pred == {(0, 2)}
     assert match.only_gold == set()
-    assert match.precision == pytest.approx(4 / 5)
-    assert match.recall == 1.0
+    assert len(match.matched) == 4 and len(match.only_pred) == 1 and not match.only_gold
     with pytest.raises(ValueError, match="different numbers of words"):
         trees.match_spans("(S a b)", "(S a b c)")
 
@@ -66,12 +67,12 @@ def test_tree_svg_colours_matched_and_unmatched_nodes():
     assert len(green) == 4 and len(red) == 1      # (0,6), (0,3), (3,6), (4,6) shared; (0,2) not
 
 
-def test_tree_pair_svg_is_one_document_with_both_captions():
-    svg = trees.tree_pair_svg(PRED, GOLD)
+def test_tree_pair_svg_is_one_document_with_both_captions_and_a_legend():
+    svg = trees.tree_pair_svg(PRED, GOLD, ("induced: F1 88.9", "gold"))
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg")
     words = [t for t, _ in _svg_texts(svg)]
-    assert "predicted (P 0.80)" in words and "gold (R 1.00)" in words
+    assert "induced: F1 88.9" in words and f"gold  ({trees.LEGEND})" in words
     assert words.count("square") == 2
 
 
@@ -80,13 +81,25 @@ def test_unlabelled_tree_draws_dots():
     assert [t for t, _ in _svg_texts(svg)].count("\u2022") == 2
 
 
-def test_tree_pair_figure_colours_labels():
-    fig = trees.tree_pair_figure(PRED, GOLD)
-    left, right = fig.axes
-    left_colours = [t.get_color() for t in left.texts if t.get_text() in ("S", "X")]
-    assert left_colours.count(trees.MATCHED) == 4 and left_colours.count(trees.UNMATCHED) == 1
-    assert "precision 0.80" in left.get_title()
-    assert [t.get_text() for t in right.texts].count("NP") == 2
+def test_tree_pair_figure_colours_labels_and_legend():
+    fig = trees.tree_pair_figure(PRED, GOLD, ("induced", "gold"))
+    top, bottom = fig.axes
+    top_colours = [t.get_color() for t in top.texts if t.get_text() in ("S", "X")]
+    assert top_colours.count(trees.MATCHED) == 4 and top_colours.count(trees.UNMATCHED) == 1
+    assert top.get_title() == "induced"
+    assert [t.get_text() for t in bottom.texts].count("NP") == 2
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["constituent the other tree has too", "constituent the other tree lacks"]
+
+
+def test_long_trees_scale_to_page_width():
+    words = " ".join(f"w{i}" for i in range(40))
+    flat = f"(S {words})"
+    fig = trees.tree_pair_figure(flat, flat)
+    assert fig.get_size_inches()[0] <= trees.MAX_FIGURE_WIDTH
+    assert fig.axes[0].texts[-1].get_fontsize() < 10
+    grid = trees.trees_grid_figure([flat, flat, flat], ncols=2)
+    assert grid.get_size_inches()[0] <= trees.MAX_FIGURE_WIDTH and len(grid.axes) == 3
 
 
 def test_trees_grid_figure_lays_out_all_trees():
@@ -107,12 +120,24 @@ def test_word_groups_and_thresholds():
     assert links.layer_thresholds(values) == pytest.approx([0.5, 0.5])
 
 
+def test_one_threshold_helper_with_one_answer_when_there_are_no_links():
+    from induction.image_groups import layer_thresholds as image_thresholds
+    from induction.text_trees import quantile_thresholds
+
+    one_word = np.zeros((3, 0))
+    assert links.layer_thresholds(one_word, quantile=0.5).tolist() == [NO_LINKS] * 3
+    assert image_thresholds(np.zeros((3, 1, 0)), np.zeros((3, 0, 1)), 0.5, quantile=True).tolist() == [NO_LINKS] * 3
+    both = quantile_thresholds([one_word], 0.5, 0.4)
+    assert both.split.tolist() == both.descend.tolist() == [NO_LINKS] * 3
+
+
 def test_link_bars_figure_draws_one_row_per_layer_with_the_link_heights():
     words = ["a", "red", "square", "to"]
     values = np.array([[0.2, 0.6, 0.1], [0.5, 0.8, 0.3], [0.7, 0.9, 0.6]])
     fig = links.link_bars_figure(words, values, threshold=0.55)
-    assert len(fig.axes) == 4
-    for row, ax in zip(values, fig.axes[1:]):
+    assert len(fig.axes) == 5 and fig.axes[-1].get_ylabel() == "link"      # words, 3 layers, colour bar
+    assert all(any(t.get_text() == " threshold 0.55" for t in ax.texts) for ax in fig.axes[1:4])
+    for row, ax in zip(values, fig.axes[1:4]):
         heights = [p.get_height() for p in ax.patches if isinstance(p, matplotlib.patches.Rectangle)]
         assert heights == pytest.approx(list(row))
     # groups above threshold: layer 0 -> {a}{red square}{to}; layer 2 -> one group
@@ -166,7 +191,7 @@ def test_image_to_float_and_upsample():
     assert images.image_to_float(np.full((2, 2, 3), 255, np.uint8)).max() == 1.0
     assert images.image_to_float(np.full((2, 2), 0.5)).shape == (2, 2, 3)
     assert images.image_to_float(np.zeros((2, 2, 4), np.uint16)).shape == (2, 2, 3)
-    up = images.upsample_labels(np.array([[0, 1], [2, 3]]), (4, 6))
+    up = upsample_labels(np.array([[0, 1], [2, 3]]), (4, 6))       # the one mapping, as scoring
     assert up.shape == (4, 6) and up[0, 0] == 0 and up[0, 5] == 1 and up[3, 0] == 2
 
 
@@ -199,7 +224,7 @@ def _toy_segment_tree() -> nx.DiGraph:
         {"id": 4, "parent": 1, "layer": 0, "patches": [1]},
         {"id": 5, "parent": 2, "layer": 0, "patches": [2, 3]},
     ]
-    return images.segment_tree_from_records(records)
+    return tree_from_json({"nodes": records}, n_patches=4)
 
 
 def test_segment_tree_collapse_layout_and_restrict():

@@ -1,4 +1,4 @@
-"""viz.gold: the per-sample scores the app and the notebook show."""
+"""One sample's scores (the app, the notebook, the sample figures): the corpus scorer's path."""
 from __future__ import annotations
 
 import nltk
@@ -6,31 +6,35 @@ import numpy as np
 import pytest
 
 from hiclip.errors import HiCLIPError
+from induction.group_evaluation import evaluate_image
+from induction.predictions import ImagePrediction
+from induction.tree_evaluation import score_tree_pair
 from viz import gold
 
 GOLD = "(S (NP (DT a) (NN dog)) (VP (VBZ chases) (NP (DT the) (NN cat))) (. .))"
 
 
-def test_tree_score_conventions():
+def test_tree_pair_scores_follow_the_convention():
     pred = nltk.Tree.fromstring("(S (X (X a dog) (X chases (X the cat))) .)")
-    vgnsl = gold.tree_score(pred, GOLD, "vgnsl")
+    vgnsl = score_tree_pair(pred, GOLD, "vgnsl")
     # gold spans (vgnsl): (0,6) (0,2) (2,5) (3,5); predicted: (0,6) (0,5) (0,2) (2,5) (3,5)
     assert (vgnsl.n_gold, vgnsl.n_pred, vgnsl.n_match) == (4, 5, 4)
     assert vgnsl.recall == pytest.approx(100.0) and vgnsl.precision == pytest.approx(80.0)
-    standard = gold.tree_score(pred, GOLD, "standard")
+    standard = score_tree_pair(pred, GOLD, "standard")
     # punctuation dropped by its gold tag, whole sentence (0,5) not counted: (0,2) (2,5) (3,5)
-    assert standard.convention == "standard" and standard.f1 == pytest.approx(100.0)
-    assert gold.tree_score(nltk.Tree.fromstring("(S A Dog chases the cat .)"), GOLD).recall == 25.0
+    assert standard.f1 == pytest.approx(100.0)
+    assert score_tree_pair(nltk.Tree.fromstring("(S A Dog chases the cat .)"), GOLD, "vgnsl").recall == 25.0
     with pytest.raises(HiCLIPError, match="differ"):
-        gold.tree_score(nltk.Tree.fromstring("(S a cat chases the dog .)"), GOLD)
+        score_tree_pair(nltk.Tree.fromstring("(S a cat chases the dog .)"), GOLD)
 
 
-def test_group_scores_on_a_wide_mask_use_the_centre_square():
+def test_image_scores_on_a_wide_mask_use_the_centre_square():
     mask = np.zeros((4, 8), dtype=np.int32)
     mask[:, :4], mask[:, 4:] = 1, 2                 # left / right halves of a wide image
-    groups = np.array([[0, 1], [0, 1]])              # the model saw the centre 4x4 square
-    scores = gold.group_scores(groups, mask)
-    assert scores.miou == pytest.approx(1.0) and scores.ari == pytest.approx(1.0)
-    by_layer = gold.group_scores_by_layer(np.stack([np.zeros((2, 2), int), groups]), mask)
-    assert [s.n_segments for s in by_layer] == [1, 2]
+    groups = np.stack([np.zeros((2, 2), int), np.array([[0, 1], [0, 1]])])   # the model saw the centre
+    evaluation = evaluate_image(ImagePrediction((2, 2), groups=groups), {"object": mask})
+    top = evaluation.row("object", "model", 1)
+    assert top.miou == pytest.approx(1.0) and top.ari == pytest.approx(1.0)
+    assert [evaluation.row("object", "model", layer).n_segments for layer in (0, 1)] == [1, 2]
+    assert evaluation.best_level == {"object": 1}
     assert gold.mask_levels(["part", "extra", "object", "group"]) == ["group", "object", "part", "extra"]

@@ -6,4 +6,8 @@
 * ``viz.save``    -- ``save_figure(picture, path)``: PNG, SVG or PDF by extension
 
 Modules are imported on demand (``from viz import trees``) so importing ``viz`` stays cheap.
+Installed beside ``hiclip`` by the ``hiclip-toolkit`` distribution; ``DISTRIBUTION`` lets the
+``hiclip`` command tell this package from PyPI's unrelated ``viz`` (README, "Installing").
 """
+
+DISTRIBUTION = "hiclip-toolkit"

@@ -4,9 +4,12 @@ It turns a ``(model, tokenizer)`` pair from ``hiclip.load`` into plain arrays fo
 (batched link extraction itself is ``induction.affinities``, shared with ``hiclip induce``):
 
 * :class:`TextAnalysis`: the words and their per-layer links ``(L, n-1)``, with the induced
-  trees (``induction.text_trees``) and the merged constituents at a layer (``viz.links``);
+  trees and the merged constituents at a layer (``viz.links``);
 * :class:`ImageAnalysis`: the image as the model saw it and the grid links ``h (L, H, W-1)``,
-  ``v (L, H-1, W)``, with the per-layer groups and segment tree (``induction.image_groups``);
+  ``v (L, H-1, W)``, with the per-layer groups and segment tree.
+
+Links are rounded as ``hiclip induce`` stores them, and trees and groups come from the same
+functions (``induction.induce``), so a sample shown here is the record ``hiclip induce`` writes.
 * :func:`rank_captions`: candidate captions ranked by the model's image-text similarity.
 """
 from __future__ import annotations
@@ -21,9 +24,11 @@ import torch
 from PIL import Image
 
 from hiclip.errors import HiCLIPError
-from induction import image_groups, text_trees
+from induction import text_trees
 from induction.affinities import image_links, image_tensor, model_device, text_links
-from viz.links import merge_tree
+from induction.induce import GroupOptions, TreeOptions, caption_predictions, image_prediction
+from induction.predictions import CaptionPrediction, ImagePrediction, round_links
+from viz.links import layer_thresholds, merge_tree
 
 DISPLAY_SIZE = 256
 
@@ -51,20 +56,27 @@ class TextAnalysis:
 
     def parse(self, algorithm: str = "tree_transformer", start_layer: int | None = None,
               **params) -> text_trees.InducedTree:
-        """The induced tree: Tree-Transformer's parser (from ``start_layer`` down; parameters as
-        ``induction.text_trees.tree_transformer_parse``) or the ``"binary"`` lowest-link tree."""
-        if len(self.words) < 2:
-            return text_trees.InducedTree(0, list(self.words), {"name": algorithm})
-        if algorithm == "binary":
-            rows = self.links if start_layer is None else self.links[: start_layer + 1]
-            return text_trees.lowest_link_parse(rows, self.words)
-        if algorithm != "tree_transformer":
+        """The induced tree, as ``hiclip induce`` makes it (``induction.induce.TreeOptions``):
+        Tree-Transformer's parser (from ``start_layer`` down; ``params`` as its other fields) or
+        the ``"binary"`` lowest-link tree."""
+        if algorithm not in text_trees.ALGORITHMS:
             raise HiCLIPError(f"unknown tree algorithm {algorithm!r}: use tree_transformer or binary")
-        min_layer = params.pop("min_layer", text_trees.DEFAULT_MIN_LAYER)
-        if start_layer is not None:
-            min_layer = min(min_layer, start_layer)
-        return text_trees.tree_transformer_parse(self.links, self.words, start_layer=start_layer,
-                                                 min_layer=min_layer, **params)
+        options = TreeOptions(algorithm=algorithm, start_layer=start_layer, **params)
+        return options.induce([self.links], [self.words], algorithm)[0]
+
+    def caption_prediction(self, options: TreeOptions | None = None) -> CaptionPrediction:
+        """This caption as a prediction record entry (every algorithm's tree), as ``hiclip induce``
+        writes it."""
+        return caption_predictions([(self.words, self.links)], options or TreeOptions(), [0])[0]
+
+    def group_counts(self, threshold: float | None = None, quantile: float | None = None) -> list[int]:
+        """Word groups at each layer: runs of words linked at or above the layer's threshold
+        (``viz.links.layer_thresholds``), a join kept at every deeper layer, as :meth:`merged_at` builds them."""
+        if len(self.words) < 2:
+            return [1] * self.n_layers
+        thresholds = layer_thresholds(self.links, threshold, quantile)
+        joined = np.logical_or.accumulate(self.links >= thresholds[:, None], axis=0)
+        return [int((~row).sum()) + 1 for row in joined]
 
     def merged_at(self, layer: int, threshold: float | None = None,
                   quantile: float | None = None) -> nltk.Tree:
@@ -99,13 +111,29 @@ class ImageAnalysis:
     def grid(self) -> tuple[int, int]:
         return int(self.h.shape[1]), int(self.h.shape[2]) + 1
 
+    def prediction(self, tau: float = 0.5, quantile: bool = False) -> ImagePrediction:
+        """Groups of every layer and the segment tree, as ``hiclip induce`` makes them
+        (``induction.induce.image_prediction``)."""
+        return image_prediction(self.h, self.v, GroupOptions(tau=tau, quantile=quantile))
+
     def groups(self, tau: float = 0.5, quantile: bool = False) -> np.ndarray:
-        """Patch groups at every layer, int64 ``(L, H, W)`` (``induction.image_groups.layer_groups``)."""
-        return image_groups.layer_groups(self.h, self.v, tau, quantile=quantile)
+        """Patch groups at every layer, int64 ``(L, H, W)``."""
+        return self.prediction(tau, quantile).groups
 
     def segment_tree(self, tau: float = 0.5, quantile: bool = False) -> nx.DiGraph:
         """The segment tree of :meth:`groups` (parent -> child, node attrs ``layer``/``patches``)."""
-        return image_groups.segment_tree(self.groups(tau, quantile))
+        return self.prediction(tau, quantile).tree()
+
+
+def informative_layer(counts: Sequence[int], n_units: int) -> int:
+    """The layer whose number of groups is closest, on a log scale, to sqrt(``n_units``): halfway
+    between every unit alone (the first layers) and one group (the top layers), where the
+    hierarchy shows most. ``counts[l]`` is the number of groups at layer ``l``; ties go lower."""
+    if not counts:
+        return 0
+    target = 0.5 * np.log(max(n_units, 1))
+    distance = [abs(np.log(max(c, 1)) - target) for c in counts]
+    return int(np.argmin(distance))
 
 
 def display_view(image: Image.Image, size: int = DISPLAY_SIZE) -> np.ndarray:
@@ -122,13 +150,13 @@ def analyse_text(model, tokenizer, caption: str) -> TextAnalysis:
     if not caption.split():
         raise HiCLIPError("the caption is empty")
     (words, links), = text_links(model, tokenizer, [caption])
-    return TextAnalysis(caption, words, links)
+    return TextAnalysis(caption, words, round_links(links))
 
 
 def analyse_image(model, image: Image.Image) -> ImageAnalysis:
     """Grid links of one image; raises ``HiCLIPError`` for a text-only model."""
     (h, v), = image_links(model, [image])
-    return ImageAnalysis(display_view(image), h, v)
+    return ImageAnalysis(display_view(image), round_links(h), round_links(v))
 
 
 @torch.no_grad()

@@ -7,12 +7,13 @@ patches on the next layer: merges read as colour spreading across the image.
 
 A segment tree is a ``networkx.DiGraph`` with edges parent -> child and node attributes
 ``layer`` (int) and ``patches`` (sequence of flat patch indices, row-major on the grid); the root
-is the whole image. The prediction JSONL stores the same tree as a list of
-``{"id", "parent", "layer", "patches"}`` records (:func:`segment_tree_from_records`).
+is the whole image (``induction.image_groups.segment_tree``; a prediction record's
+``ImagePrediction.tree()`` reads its stored form, checked, with ``tree_from_json``). Patch labels
+are mapped to pixels by ``induction.image_groups.upsample_labels``, the mapping scoring uses.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import networkx as nx
@@ -21,8 +22,11 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from skimage.segmentation import mark_boundaries
 
+from induction.image_groups import upsample_labels
+
 _GOLDEN = 0.618033988749895
 SEGMENT_OUTLINE = (0.84, 0.15, 0.16)
+MAX_WIDTH = 11.0  # inches: page width at save_figure's 150 dpi
 
 
 def image_to_float(image: np.ndarray) -> np.ndarray:
@@ -62,14 +66,6 @@ def label_colours(labels: np.ndarray) -> np.ndarray:
     table = {int(v): colorsys.hsv_to_rgb((v * _GOLDEN) % 1.0, 0.75, 0.95) for v in values}
     lookup = np.array([table[int(v)] for v in values])
     return lookup[np.searchsorted(values, canon)]
-
-
-def upsample_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a ``(H, W)`` label grid to ``size = (rows, cols)`` pixels."""
-    labels = np.asarray(labels)
-    rows = (np.arange(size[0]) * labels.shape[0]) // size[0]
-    cols = (np.arange(size[1]) * labels.shape[1]) // size[1]
-    return labels[rows[:, None], cols[None, :]]
 
 
 def as_label_grid(groups: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
@@ -132,17 +128,6 @@ def groups_across_layers_figure(image: np.ndarray, groups: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- segment tree
-
-
-def segment_tree_from_records(nodes: Sequence[Mapping]) -> nx.DiGraph:
-    """The JSONL form (``[{"id", "parent", "layer", "patches"}, ...]``) as a DiGraph parent -> child."""
-    graph = nx.DiGraph()
-    for node in nodes:
-        graph.add_node(node["id"], layer=int(node["layer"]), patches=list(node["patches"]))
-    for node in nodes:
-        if node.get("parent") is not None:
-            graph.add_edge(node["parent"], node["id"])
-    return graph
 
 
 def collapse_unary(tree: nx.DiGraph) -> nx.DiGraph:
@@ -248,8 +233,9 @@ def segment_tree_figure(tree: nx.DiGraph, image: np.ndarray | None = None,
     pos = hierarchy_layout(shown)
     n_leaves = sum(1 for n in shown if shown.out_degree(n) == 0)
     layers = sorted({shown.nodes[n]["layer"] for n in shown})
-    fig, ax = plt.subplots(figsize=(min(16.0, max(4.0, 0.75 * n_leaves + 1.5)),
-                                    1.1 * len(layers) + 1.5))
+    natural = max(4.0, 0.75 * n_leaves + 1.5)
+    width = min(MAX_WIDTH, natural)  # many leaves: smaller thumbnails, not a wider figure
+    fig, ax = plt.subplots(figsize=(width, 1.1 * len(layers) + 1.5))
     for parent, child in shown.edges:
         (x0, y0), (x1, y1) = pos[parent], pos[child]
         ax.plot([x0, x1], [y0, y1], color="#999999", linewidth=1.0, zorder=1)
@@ -257,7 +243,7 @@ def segment_tree_figure(tree: nx.DiGraph, image: np.ndarray | None = None,
     for node, (x, y) in pos.items():
         patches = shown.nodes[node]["patches"]
         if thumbs:
-            box = OffsetImage(segment_thumbnail(image, patches, grid), zoom=0.9)
+            box = OffsetImage(segment_thumbnail(image, patches, grid), zoom=0.9 * width / natural)
             ax.add_artist(AnnotationBbox(box, (x, y), frameon=True, pad=0.1, zorder=3))
         else:
             ax.scatter([x], [y], s=40 + 8 * len(patches), color="#4575b4", zorder=3)

@@ -19,7 +19,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
+from induction.thresholds import layer_thresholds as per_layer_thresholds
+
 LINK_CMAP = "viridis"
+MAX_WIDTH = 11.0  # inches: page width at save_figure's 150 dpi
 
 
 def _check_text_links(links: np.ndarray, n_words: int | None = None) -> np.ndarray:
@@ -35,25 +38,19 @@ def _check_text_links(links: np.ndarray, n_words: int | None = None) -> np.ndarr
 
 def layer_thresholds(links: np.ndarray, threshold: float | Sequence[float] | None = None,
                      quantile: float | None = None) -> np.ndarray:
-    """One threshold per layer, shape ``(L,)``.
+    """One threshold per layer, shape ``(L,)`` (``induction.thresholds.layer_thresholds``).
 
     ``threshold`` is absolute (a float for every layer, or one per layer); ``quantile`` instead
     takes that quantile of each layer's links (over the words of this sentence), which follows
     the saturation of links with depth. With neither, 0.5 on every layer.
     """
     links = _check_text_links(links) if np.ndim(links) <= 2 else np.asarray(links, float)
-    n_layers = links.shape[0]
+    flat = links.reshape(links.shape[0], -1)
     if quantile is not None:
         if threshold is not None:
             raise ValueError("give either threshold or quantile, not both")
-        flat = links.reshape(n_layers, -1)
-        if flat.shape[1] == 0:
-            return np.full(n_layers, 0.5)
-        return np.quantile(flat, quantile, axis=1)
-    if threshold is None:
-        return np.full(n_layers, 0.5)
-    out = np.broadcast_to(np.asarray(threshold, dtype=float), (n_layers,)).copy()
-    return out
+        return per_layer_thresholds(flat, quantile, quantile=True)
+    return per_layer_thresholds(flat, 0.5 if threshold is None else threshold)
 
 
 def word_groups(links_at_layer: np.ndarray, threshold: float) -> list[tuple[int, int]]:
@@ -111,9 +108,10 @@ def link_bars_figure(words: Sequence[str], links: np.ndarray,
                      title: str | None = None) -> Figure:
     """Words on top, one row per layer beneath: a bar per word gap, the merged groups shaded.
 
-    Bar height and colour are the link score; the dashed line is that layer's threshold; grey
-    rounded boxes are the groups of adjacent words linked above it, so the rows read as the
-    constituents merging layer by layer. ``layers`` picks rows (default all, layer 0 on top).
+    Bar height and colour are the link score (colour bar on the right); the dashed line, labelled
+    with its value, is that layer's threshold; grey rounded boxes are the groups of adjacent words
+    linked above it, so the rows read as the constituents merging layer by layer. ``layers``
+    picks rows (default all, layer 0 on top).
     """
     words = list(words)
     links = _check_text_links(links, len(words))
@@ -121,13 +119,16 @@ def link_bars_figure(words: Sequence[str], links: np.ndarray,
     rows = list(range(links.shape[0])) if layers is None else list(layers)
     n = len(words)
     cmap = plt.get_cmap(LINK_CMAP)
+    natural = max(4.0, 0.85 * n + 1.5)
+    width = min(MAX_WIDTH, natural)  # long captions: a smaller font, not a wider figure
+    font = max(6.0, 10.0 * width / natural)
     fig, axes = plt.subplots(len(rows) + 1, 1, squeeze=False, sharex=True,
-                             figsize=(max(4.0, 0.85 * n + 1.5), 0.75 * (len(rows) + 1) + 0.6),
+                             figsize=(width, 0.75 * (len(rows) + 1) + 0.6),
                              gridspec_kw={"height_ratios": [0.6] + [1.0] * len(rows)})
     axes = axes[:, 0]
     top = axes[0]
     for i, word in enumerate(words):
-        top.text(i, 0.3, word, ha="center", va="center", fontsize=10)
+        top.text(i, 0.3, word, ha="center", va="center", fontsize=font)
     top.set_ylim(0, 1)
     top.axis("off")
     if title:
@@ -143,6 +144,8 @@ def link_bars_figure(words: Sequence[str], links: np.ndarray,
         ax.bar(gaps, values, width=0.35, color=cmap(values), edgecolor="black", linewidth=0.4,
                zorder=2)
         ax.axhline(tau, color="#d73027", linestyle="--", linewidth=0.8, zorder=3)
+        ax.text(n - 0.45, tau, f" threshold {tau:.2f}", color="#d73027", fontsize=7, va="center",
+                ha="left", clip_on=False)
         ax.set_ylim(0, 1.0)
         ax.set_yticks([0, 1])
         ax.tick_params(axis="y", labelsize=7)
@@ -150,9 +153,13 @@ def link_bars_figure(words: Sequence[str], links: np.ndarray,
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     axes[-1].set_xticks(range(n))
-    axes[-1].set_xticklabels(words, rotation=45, ha="right", fontsize=9)
+    axes[-1].set_xticklabels(words, rotation=45, ha="right", fontsize=font - 1)
     axes[-1].set_xlim(-0.6, n - 0.4)
-    fig.tight_layout(h_pad=0.2)
+    fig.tight_layout(h_pad=0.2, rect=(0, 0, 0.86, 1))
+    colour_bar = fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap=cmap),
+                              ax=list(axes[1:]), fraction=0.025, pad=0.09)
+    colour_bar.set_label("link", fontsize=8)
+    colour_bar.ax.tick_params(labelsize=7)
     return fig
 
 

@@ -22,15 +22,22 @@ BASELINE_DASHES = (":", "--", "-.", (0, (1, 3)), (0, (5, 2, 1, 2)))
 
 def _curves_figure(x: Sequence[float], curves: Mapping[str, Sequence[float]],
                    baselines: Mapping[str, float] | None, xlabel: str, ylabel: str,
-                   title: str | None) -> Figure:
+                   title: str | None, marks: Mapping[str, float | None] | None = None) -> Figure:
     if not curves:
         raise ValueError("no curves to plot")
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for name, values in curves.items():
-        values = np.asarray(values, dtype=float)
+        values = np.asarray([np.nan if v is None else v for v in values], dtype=float)
         if values.shape != (len(x),):
             raise ValueError(f"curve {name!r} has {values.size} values for {len(x)} x positions")
-        ax.plot(x, values, marker="o", markersize=4, label=name)
+        line, = ax.plot(x, values, marker="o", markersize=4, label=name)
+        mark = (marks or {}).get(name)
+        if mark is not None and mark in list(x):
+            at = list(x).index(mark)
+            ax.plot([x[at]], [values[at]], marker="o", markersize=11, markerfacecolor="none",
+                    markeredgecolor=line.get_color(), markeredgewidth=1.5, linestyle="none")
+            ax.annotate(f"{values[at]:.3g}", (x[at], values[at]), textcoords="offset points",
+                        xytext=(6, 6), fontsize=8, color=line.get_color())
     for i, (name, value) in enumerate((baselines or {}).items()):
         ax.axhline(value, color=BASELINE_COLOURS[i % len(BASELINE_COLOURS)], label=name,
                    linestyle=BASELINE_DASHES[i % len(BASELINE_DASHES)], linewidth=1.2)
@@ -47,14 +54,16 @@ def _curves_figure(x: Sequence[float], curves: Mapping[str, Sequence[float]],
 def f1_by_layer_figure(curves: Mapping[str, Sequence[float]],
                        baselines: Mapping[str, float] | None = None,
                        layers: Sequence[int] | None = None, ylabel: str = "F1",
-                       title: str | None = None) -> Figure:
+                       title: str | None = None, xlabel: str = "layer",
+                       marks: Mapping[str, int | None] | None = None) -> Figure:
     """One line per model (e.g. HiCLIP, vanilla CLIP) of a score per layer; baselines dotted.
 
-    ``curves[name]`` has one value per layer (``layers``, default ``0 .. L-1``).
+    ``curves[name]`` has one value per layer (``layers``, default ``0 .. L-1``; None for a
+    missing value). ``marks[name]`` rings and labels one layer of that curve (e.g. its best).
     """
     n = len(next(iter(curves.values()))) if curves else 0
     layers = list(range(n)) if layers is None else list(layers)
-    fig = _curves_figure(layers, curves, baselines, "layer", ylabel, title)
+    fig = _curves_figure(layers, curves, baselines, xlabel, ylabel, title, marks)
     fig.axes[0].set_xticks(layers)
     return fig
 

@@ -26,20 +26,12 @@ def save_figure(picture: Figure | str | np.ndarray, path: str | Path, dpi: int =
     * image array ``(S, S', 3)`` uint8 or float in [0, 1]: ``.png`` directly, ``.svg``/``.pdf``
       embedded in a figure.
 
-    Parent folders are created; the file is written to a unique temporary and renamed
-    (``hiclip.atomic``), so it is complete or absent. Returns the path written.
+    Parent folders are created; the file appears complete or not at all. Returns the path written.
     """
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in FORMATS:
         raise HiCLIPError(f"{path}: unsupported figure format {ext!r}; use one of {', '.join(FORMATS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(picture, Figure):
-        with atomic_path(path) as tmp:
-            picture.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext[1:])
-        if close:
-            plt.close(picture)
-        return path
     if isinstance(picture, str):
         if not picture.lstrip().startswith(("<svg", "<?xml")):
             raise HiCLIPError(f"{path}: the string to save is not an SVG document")
@@ -48,24 +40,29 @@ def save_figure(picture: Figure | str | np.ndarray, path: str | Path, dpi: int =
                 f"{path}: an SVG string can only be saved as .svg; draw it with matplotlib "
                 "(e.g. viz.trees.tree_figure) for PNG or PDF"
             )
-        with atomic_path(path) as tmp:
+    elif not isinstance(picture, (Figure, np.ndarray)):
+        raise TypeError(f"cannot save a {type(picture).__name__}: expected Figure, SVG str or ndarray")
+    fmt = ext[1:]
+    # Written to a unique temporary and renamed (hiclip.atomic): a file is complete or absent.
+    with atomic_path(path, fsync=False) as tmp:
+        if isinstance(picture, Figure):
+            picture.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
+            if close:
+                plt.close(picture)
+        elif isinstance(picture, str):
             tmp.write_text(picture, encoding="utf-8")
-        return path
-    if isinstance(picture, np.ndarray):
-        from viz.images import image_to_float
+        else:
+            from viz.images import image_to_float
 
-        rgb = image_to_float(picture)
-        if ext == ".png":
-            with atomic_path(path) as tmp:
+            rgb = image_to_float(picture)
+            if ext == ".png":
                 Image.fromarray((rgb * 255).round().astype(np.uint8)).save(tmp, format="PNG")
-            return path
-        height, width = rgb.shape[:2]
-        fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
-        ax = fig.add_axes((0, 0, 1, 1))
-        ax.imshow(rgb)
-        ax.axis("off")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format=ext[1:])
-        plt.close(fig)
-        return path
-    raise TypeError(f"cannot save a {type(picture).__name__}: expected Figure, SVG str or ndarray")
+            else:
+                height, width = rgb.shape[:2]
+                fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+                ax = fig.add_axes((0, 0, 1, 1))
+                ax.imshow(rgb)
+                ax.axis("off")
+                fig.savefig(tmp, dpi=100, format=fmt)
+                plt.close(fig)
+    return path

@@ -67,21 +67,12 @@ def constituent_spans(tree: nltk.Tree, min_width: int = 2) -> set[Span]:
 
 @dataclass(frozen=True)
 class SpanMatch:
-    """Which constituents (width >= 2) two trees share."""
+    """Which constituents (width >= 2) two trees share: what the colours show. Scores are the
+    scoring library's (``induction.tree_evaluation.score_tree_pair``), under a named convention."""
 
     matched: frozenset[Span]
     only_pred: frozenset[Span]
     only_gold: frozenset[Span]
-
-    @property
-    def precision(self) -> float:
-        n = len(self.matched) + len(self.only_pred)
-        return len(self.matched) / n if n else 0.0
-
-    @property
-    def recall(self) -> float:
-        n = len(self.matched) + len(self.only_gold)
-        return len(self.matched) / n if n else 0.0
 
 
 def match_spans(pred: nltk.Tree | str, gold: nltk.Tree | str) -> SpanMatch:
@@ -142,20 +133,32 @@ def tree_svg(tree: nltk.Tree | str, reference: set[Span] | None = None,
     return tree_layout(tree, reference, font_size).get_svg().tostring()
 
 
+LEGEND = "green: a constituent the other tree has too; red: one it lacks"
+
+
+def score_label(score, convention: str) -> str:
+    """``"P 60.0  R 55.0  F1 57.4 (standard)"`` for one sentence's score (percent), as scored by
+    ``induction.tree_evaluation.score_tree_pair``; a sentence too short to count says so."""
+    if score.f1 is None:
+        return f"too short to score ({convention})"
+    return f"P {score.precision:.1f}  R {score.recall:.1f}  F1 {score.f1:.1f} ({convention})"
+
+
 def tree_pair_svg(pred: nltk.Tree | str, gold: nltk.Tree | str,
                   labels: tuple[str, str] = ("predicted", "gold"), font_size: int = 14) -> str:
-    """Predicted and gold trees side by side as one SVG; shared constituents are green.
+    """Predicted tree above the gold tree as one SVG; shared constituents green, the others red.
 
-    The captions carry the sentence-level precision/recall of constituents of width >= 2
-    (whole-sentence span included; this is a picture, not the scored convention).
+    ``labels`` caption the two trees (give the scored numbers there: colours are only which
+    constituents of two or more words the trees share, not a scoring convention); a legend line
+    closes the picture. Stacked rows keep a long sentence as wide as one tree.
     """
     pred, gold = as_tree(pred), as_tree(gold)
-    match = match_spans(pred, gold)
-    left = tree_layout(pred, constituent_spans(gold), font_size)
-    right = tree_layout(gold, constituent_spans(pred), font_size)
-    figure = svgling.figure.SideBySide(
-        svgling.figure.Caption(left, f"{labels[0]} (P {match.precision:.2f})"),
-        svgling.figure.Caption(right, f"{labels[1]} (R {match.recall:.2f})"),
+    match_spans(pred, gold)  # same number of words, or ValueError
+    top = tree_layout(pred, constituent_spans(gold), font_size)
+    bottom = tree_layout(gold, constituent_spans(pred), font_size)
+    figure = svgling.figure.RowByRow(
+        svgling.figure.Caption(top, labels[0]),
+        svgling.figure.Caption(bottom, f"{labels[1]}  ({LEGEND})"),
     )
     return figure.get_svg().tostring()
 
@@ -246,26 +249,44 @@ def tree_figure(tree: nltk.Tree | str, reference: set[Span] | None = None,
                 title: str | None = None) -> Figure:
     """A matplotlib figure of one tree (for PNG/PDF; :func:`tree_svg` for SVG)."""
     tree = as_tree(tree)
-    n = len(tree.leaves())
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.8 * n + 1), 0.45 * tree.height() + 1.2))
-    draw_tree_on(ax, tree, reference, title)
+    width, font = _fit(len(tree.leaves()), 0.8)
+    fig, ax = plt.subplots(figsize=(width, 0.45 * tree.height() + 1.2))
+    draw_tree_on(ax, tree, reference, title, font_size=font)
     fig.tight_layout()
     return fig
 
 
+MAX_FIGURE_WIDTH = 11.0  # inches: at the 150 dpi of save_figure, a page-width 1,650 px
+
+
+def _fit(n_words: int, per_word: float = 0.75) -> tuple[float, float]:
+    """Figure width (inches, at most :data:`MAX_FIGURE_WIDTH`) and font size for ``n_words``
+    leaves: long sentences shrink the font instead of widening the figure."""
+    natural = max(3.0, per_word * n_words + 1)
+    width = min(MAX_FIGURE_WIDTH, natural)
+    return width, max(6.0, 10.0 * width / natural)
+
+
 def tree_pair_figure(pred: nltk.Tree | str, gold: nltk.Tree | str,
                      labels: tuple[str, str] = ("predicted", "gold")) -> Figure:
-    """Predicted (left) and gold (right) trees; shared constituents green, others red."""
+    """Predicted tree (top) and gold tree (bottom); shared constituents green, others red, with
+    a legend. At most :data:`MAX_FIGURE_WIDTH` inches wide: long sentences get a smaller font."""
+    from matplotlib.lines import Line2D
+
     pred, gold = as_tree(pred), as_tree(gold)
-    match = match_spans(pred, gold)
-    n = len(pred.leaves())
-    height = max(pred.height(), gold.height())
-    fig, axes = plt.subplots(1, 2, figsize=(2 * max(3.0, 0.75 * n + 1), 0.45 * height + 1.4))
-    draw_tree_on(axes[0], pred, constituent_spans(gold),
-                 f"{labels[0]}  (precision {match.precision:.2f})")
-    draw_tree_on(axes[1], gold, constituent_spans(pred),
-                 f"{labels[1]}  (recall {match.recall:.2f})")
-    fig.tight_layout()
+    match_spans(pred, gold)  # same number of words, or ValueError
+    width, font = _fit(len(pred.leaves()))
+    heights = [0.45 * pred.height() + 1.0, 0.45 * gold.height() + 1.0]
+    fig, axes = plt.subplots(2, 1, figsize=(width, sum(heights) + 0.6),
+                             gridspec_kw={"height_ratios": heights})
+    draw_tree_on(axes[0], pred, constituent_spans(gold), labels[0], font_size=font)
+    draw_tree_on(axes[1], gold, constituent_spans(pred), labels[1], font_size=font)
+    handles = [Line2D([], [], marker="s", linestyle="none", markerfacecolor="white", markeredgecolor=colour,
+                      markersize=9, label=text)
+               for colour, text in ((MATCHED, "constituent the other tree has too"),
+                                    (UNMATCHED, "constituent the other tree lacks"))]
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
@@ -279,11 +300,14 @@ def trees_grid_figure(trees: Sequence[nltk.Tree | str], titles: Sequence[str] | 
     nrows = (len(trees) + ncols - 1) // ncols
     n = max(len(t.leaves()) for t in trees)
     height = max(t.height() for t in trees)
+    width, font = _fit(n)
+    if ncols * width > MAX_FIGURE_WIDTH and ncols > 1:  # long sentences: one tree per row
+        ncols, nrows = 1, len(trees)
     fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                             figsize=(ncols * max(3.0, 0.75 * n + 1), nrows * (0.45 * height + 1.3)))
+                             figsize=(ncols * width, nrows * (0.45 * height + 1.3)))
     for i, ax in enumerate(axes.flat):
         if i < len(trees):
-            draw_tree_on(ax, trees[i], reference, titles[i] if titles else None)
+            draw_tree_on(ax, trees[i], reference, titles[i] if titles else None, font_size=font)
         else:
             ax.axis("off")
     fig.tight_layout()

@@ -65,21 +65,21 @@ def options_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # the whole run: loading the model and data included
     import torch
     from tqdm import tqdm
 
     import hiclip
+    from hiclip.atomic import check_writable
     from hiclip.data import open_dataset
     from hiclip.data.trees import read_token_lines
-    from induction.induce import induce_samples, induce_sentences, write_jsonl
-
-    from hiclip.atomic import check_writable
+    from induction.induce import induce_samples, induce_sentences
+    from induction.predictions import write_predictions
 
     options = options_from_args(args)
     check_writable(args.out)
     model, tokenizer = hiclip.load(args.checkpoint, map_location=args.device)
     model.eval()
-    started = time.perf_counter()
     data = Path(str(args.data))
     checkpoint = str(args.checkpoint)
     if data.is_file() and data.suffix.lower() in TEXT_SUFFIXES:
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
             raise HiCLIPError(f"{data}:{empty[0]}: empty line ({len(empty)} empty lines in all)")
         sentences = [line.tokens for line in lines][: args.limit]
         with torch.inference_mode(), tqdm(total=len(sentences), desc="induce", unit="sent") as bar:
-            count = write_jsonl(induce_sentences(model, tokenizer, sentences, options, checkpoint, bar.update),
-                                args.out)
+            count = write_predictions(induce_sentences(model, tokenizer, sentences, options, checkpoint,
+                                                       bar.update), args.out)
         skipped = "skipped 0"
     else:
         dataset = open_dataset(args.data, split=args.split, on_error=args.on_error,
@@ -100,9 +100,12 @@ def run(args: argparse.Namespace) -> int:
         if not samples:
             raise HiCLIPError(f"{args.data}: no samples" + (f" in split {args.split!r}" if args.split else ""))
         label_dir = args.out.parent / (args.out.stem + "_labels")
-        with torch.inference_mode(), tqdm(total=len(samples), desc="induce", unit="sample") as bar:
-            count = write_jsonl(induce_samples(model, tokenizer, samples, options, checkpoint, label_dir,
-                                               bar.update), args.out)
+        n_captions = sum(len(s.captions) for s in samples) if options.text else 0
+        with torch.inference_mode(), \
+                tqdm(total=n_captions, desc="induce captions", unit="caption", disable=not n_captions) as text_bar, \
+                tqdm(total=len(samples), desc="induce images", unit="sample") as bar:
+            count = write_predictions(induce_samples(model, tokenizer, samples, options, checkpoint, label_dir,
+                                                     bar.update, text_bar.update), args.out)
         skipped = dataset.skips.summary()
     seconds = time.perf_counter() - started
     print(json.dumps({"out": str(args.out), "records": count, "seconds": round(seconds, 2),

@@ -62,7 +62,10 @@ def _stored_config(out: Path) -> dict:
     params = out / "params.json"
     if not params.is_file():
         raise HiCLIPError(f"{params} not found: give --config to resume this run")
-    return json.loads(params.read_text())["config"]
+    from hiclip.train.config import RETIRED_KEYS
+
+    stored = json.loads(params.read_text())["config"]
+    return {k: v for k, v in stored.items() if k not in RETIRED_KEYS}  # older runs keep retired keys
 
 
 def run(args: argparse.Namespace) -> int:

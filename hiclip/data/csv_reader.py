@@ -8,18 +8,32 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hiclip.data.records import DataRoot, RawRecord, ReadOptions, build_sample
 from hiclip.data.sample import Sample
 from hiclip.errors import HiCLIPError, SkipReport
 
-if TYPE_CHECKING:
-    from hiclip.data.open import CsvOptions
+
+@dataclass
+class CsvOptions:
+    """Column names and separator of a CSV/TSV caption file (open_clip's defaults).
+
+    ``separator`` None means tab for ``.tsv`` files and comma otherwise. ``image_root`` is the
+    folder relative image paths start from (default: the CSV file's folder).
+    """
+
+    image_column: str = "filepath"
+    caption_column: str = "title"
+    separator: str | None = None
+    id_column: str | None = None
+    split_column: str | None = None
+    tree_column: str | None = None
+    image_root: str | None = None
 
 
-def read_csv(path: str | Path, columns: "CsvOptions", split: str | None = None,
+def read_csv(path: str | Path, columns: CsvOptions, split: str | None = None,
              options: ReadOptions | None = None, report: SkipReport | None = None) -> list[Sample]:
     """Read a CSV/TSV caption file into samples (see the module docstring)."""
     path = Path(path)

@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from hiclip.data.csv_reader import CsvOptions
 from hiclip.data.manifest import read_manifest
 from hiclip.data.records import ReadOptions
 from hiclip.data.sample import Dataset
@@ -22,23 +22,7 @@ from hiclip.errors import HiCLIPError, SkipReport
 
 FORMATS = ("manifest", "csv", "coco", "webdataset", "folder")
 IMAGE_ROOT_ENV = "HICLIP_IMAGE_ROOT"
-
-
-@dataclass
-class CsvOptions:
-    """Column names and separator of a CSV/TSV caption file (open_clip's defaults).
-
-    ``separator`` None means tab for ``.tsv`` files and comma otherwise. ``image_root`` is the
-    folder relative image paths start from (default: the CSV file's folder).
-    """
-
-    image_column: str = "filepath"
-    caption_column: str = "title"
-    separator: str | None = None
-    id_column: str | None = None
-    split_column: str | None = None
-    tree_column: str | None = None
-    image_root: str | None = None
+__all__ = ["FORMATS", "IMAGE_ROOT_ENV", "CsvOptions", "detect_format", "open_dataset"]
 
 
 def detect_format(spec: str | Path) -> str:

@@ -29,9 +29,9 @@ Formats (``--gold-format`` / ``fmt``):
     caption, ``tokens`` (optional) the caption's words; captions are flattened in order, records
     filtered on ``split``.
 ``predictions``
-    The prediction JSONL written by ``hiclip induce``: the ``text`` entries of every record (in
-    order, records filtered on ``split``), tree from ``tree`` or, with ``tree_key``, from
-    ``trees[tree_key]``.
+    The prediction JSONL written by ``hiclip induce``: detected here, but read by its own reader
+    (``induction.predictions``; its trees by ``induction.tree_evaluation.read_tree_records``), since
+    ``hiclip`` does not depend on ``induction``.
 ``plain``
     One tokenized sentence per line (no trees): read with ``read_token_lines``; used as a token
     check file or as the sentences to give a silver parser.
@@ -453,8 +453,9 @@ def read_vgnsl_json(path: str | Path, tree_key: str | None = None, split: str | 
     return records
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, record)`` for the non-blank lines of a JSONL file."""
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, record)`` for the non-blank lines of a JSONL file (UTF-8; invalid
+    JSON or a line that is not an object is an error naming ``path:line``)."""
     for number, text in enumerate(_read_text(path).splitlines(), start=1):
         if not text.strip():
             continue
@@ -500,15 +501,19 @@ def read_manifest_trees(path: str | Path, split: str | None = None,
     path = _existing(path)
     report = _default_report(report)
     records: list[TreeRecord] = []
-    for number, rec in _jsonl_records(path):
+    for number, rec in jsonl_records(path):
         if split is not None and rec.get("split") != split:
             continue
         captions = rec.get("captions") or []
         trees = rec.get("trees")
         tokens_list = rec.get("tokens")
         if trees is None:
-            raise located(path, number, f"record {rec.get('id')!r} has no 'trees' (no reference trees "
-                                        "in this manifest?)")
+            # every caption of the record lacks its tree: a counted skip each under a skip policy
+            message = f"record {rec.get('id')!r} has no 'trees' (no reference trees in this manifest?)"
+            for i, caption in enumerate(captions):
+                records.append(_handle(report, located(path, number, message), "no tree", str(path), number,
+                                       str(caption).split(), f"caption {i}"))
+            continue
         if len(trees) != len(captions):
             raise located(path, number, f"{len(trees)} trees for {len(captions)} captions")
         for i, (caption, text) in enumerate(zip(captions, trees)):
@@ -526,59 +531,6 @@ def read_manifest_trees(path: str | Path, split: str | None = None,
                 records.append(_handle(report, located(path, number, message), "leaves differ from tokens",
                                        str(path), number, record.tokens, item))
                 continue
-            records.append(record)
-    return records
-
-
-def read_prediction_trees(path: str | Path, tree_key: str | None = None, split: str | None = None,
-                          report: SkipReport | None = None) -> list[TreeRecord]:
-    """Read the predicted text trees of a prediction JSONL (``hiclip induce`` output).
-
-    Parameters
-    ----------
-    path : str or Path
-        The JSONL file: one record per sample with a ``text`` list of entries.
-    tree_key : str, optional
-        Take each entry's tree from ``trees[tree_key]`` instead of ``tree``.
-    split : str, optional
-        Keep only records whose ``split`` equals this.
-    report : SkipReport, optional
-        Error policy for entries without a tree, malformed trees and leaves differing from the
-        entry's ``tokens``.
-
-    Returns
-    -------
-    list of TreeRecord
-        One per text entry, flattened in file order; ``meta`` holds ``id``, ``caption_index`` and
-        ``algorithm`` when present.
-    """
-    path = _existing(Path(path))
-    report = _default_report(report)
-    records: list[TreeRecord] = []
-    for number, rec in _jsonl_records(path):
-        if split is not None and rec.get("split") != split:
-            continue
-        for k, entry in enumerate(rec.get("text") or []):
-            item = f"text {k}"
-            tokens = [str(t) for t in entry.get("tokens") or []]
-            if tree_key is not None:
-                text = (entry.get("trees") or {}).get(tree_key)
-                missing = f"{item} has no trees[{tree_key!r}] (available: {sorted(entry.get('trees') or {})})"
-            else:
-                text = entry.get("tree")
-                missing = f"{item} has no 'tree'"
-            record = _entry_record(text, missing, report, path, number, tokens, item)
-            if not record.ok:
-                records.append(record)
-                continue
-            record.tags = None  # predicted trees carry no POS tags, even if a node looks like one
-            if tokens and not tokens_match(record.tokens, tokens):
-                message = f"{item}: tree leaves differ from its tokens ({first_difference(record.tokens, tokens)})"
-                records.append(_handle(report, located(path, number, message), "leaves differ from tokens",
-                                       str(path), number, record.tokens, item))
-                continue
-            record.meta = {"id": rec.get("id"), "caption_index": entry.get("caption_index", k),
-                           "algorithm": entry.get("algorithm")}
             records.append(record)
     return records
 
@@ -610,7 +562,7 @@ def detect_format(path: str | Path) -> str:
     if suffix == ".jsonl":
         if path.name == "manifest.jsonl":
             return "manifest"
-        for _, rec in _jsonl_records(path):
+        for _, rec in jsonl_records(path):
             if "text" in rec:
                 return "predictions"
             if "captions" in rec:
@@ -670,7 +622,8 @@ def read_trees(path: str | Path, fmt: str | None = None, *, tokens_path: str | P
     if fmt == "manifest":
         return read_manifest_trees(path, split=split, report=report)
     if fmt == "predictions":
-        return read_prediction_trees(path, tree_key=tree_key, split=split, report=report)
+        raise HiCLIPError(f"{path} is a prediction JSONL: its trees are read by "
+                          "induction.tree_evaluation.read_tree_records (the prediction format's reader)")
     raise HiCLIPError(f"{path} holds plain sentences, not trees (use it with --silver, or as a token file)")
 
 

@@ -125,7 +125,6 @@ class TrainConfig:
     max_nonfinite: int = 5  # consecutive non-finite losses tolerated (steps skipped) before stopping
     tensorboard: bool = False
     progress: bool = True
-    throttle_s: float = 0.0  # sleep after each step (demonstrating kill/resume on fast machines)
 
     def validate(self) -> None:
         """Raise :class:`HiCLIPError` for values that cannot work, before anything is built."""
@@ -257,6 +256,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
             f"unknown config key {prefix + unknown[0]!r} (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
     return cls(**kwargs)
+
+
+# Keys older run folders store that no longer mean anything (a test-only sleep, now a TrainHooks hook).
+RETIRED_KEYS = ("throttle_s",)
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:

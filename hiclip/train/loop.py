@@ -58,11 +58,14 @@ class TrainHooks:
     """Injection points for tests and tools (not configuration).
 
     ``transform_loss(step, loss) -> loss`` may replace the loss of a micro-batch (e.g. by NaN to
-    exercise the non-finite guard); ``on_step(step, record)`` sees each step's logged values.
+    exercise the non-finite guard); ``on_step(step, record)`` sees each step's logged values;
+    ``after_step(step)`` runs after every optimiser step (e.g. a sleep, so a test can kill a run
+    mid-epoch on a fast machine).
     """
 
     transform_loss: Callable[[int, torch.Tensor], torch.Tensor] | None = None
     on_step: Callable[[int, dict[str, float]], None] | None = None
+    after_step: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -164,238 +167,330 @@ def train(config: TrainConfig, out: str | Path, resume: str | None = None,
         shutdown_distributed()
 
 
-def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], hooks: TrainHooks,
-           env: DistEnv, start_time: float) -> TrainResult:
-    checkpoint = resolve_resume(resume, out) if resume else None
-    state = load_state(checkpoint) if checkpoint else None
-    data: TrainingData = build_training_data(config, env, tokenizer_from=checkpoint)
-    plan = BatchPlan(len(data.train), config.batch_size, config.seed, env.world_size, env.rank,
-                     config.accum_steps)
-    steps_per_epoch = plan.steps_per_epoch
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
+@dataclass
+class TrainState:
+    """Where a run is: what a checkpoint records besides the weights and optimiser state."""
 
-    torch.manual_seed(config.seed)
-    init_notes: list[str] = []
-    if checkpoint is not None:
-        from hiclip.checkpoint import load as load_checkpoint
+    step: int = 0
+    epoch: int = 0
+    position: int = 0          # optimiser steps done in the current epoch
+    skipped: int = 0           # steps skipped for non-finite losses or gradients, in all
+    consecutive_bad: int = 0   # ... in a row, up to now
 
-        model, _ = load_checkpoint(checkpoint)
-    elif config.init is not None:
-        from hiclip.train.init import initial_model
 
-        model, init_notes = initial_model(config, data.tokenizer)
-    else:
-        model = _build_model(config, data.tokenizer.vocab_size)
-    if config.mode == "clip" and model.vision is None:
-        raise HiCLIPError(f"model {config.model!r} is text-only; use mode 'mlm'")
-    if config.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    if config.compile:
-        model.compile_towers()
-    objective = Objective(model, config.loss, config.mode, data.tokenizer.mask_token_id,
-                          data.tokenizer.regular_id_range)
-    _freeze_unused(objective, config)
-    objective.to(env.device).train()
-    run = RunFolder(out, writer=env.is_main)
-    for note in init_notes:
-        run.log(note)
-    module: nn.Module = objective
-    if env.distributed:
+@dataclass
+class _LogWindow:
+    """Loss terms and throughput accumulated between two log records."""
+
+    start: float = field(default_factory=time.perf_counter)
+    samples: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, reduced: dict[str, float]) -> None:
+        for name, value in reduced.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.count += 1
+
+    def restart(self) -> None:
+        """A new window after a record (or after time spent validating or checkpointing)."""
+        self.start = time.perf_counter()
+        self.samples = 0
+
+    def clear(self) -> None:
+        self.sums, self.count = {}, 0
+        self.restart()
+
+
+class _Training:
+    """One training run: set-up (resume, DDP, optimiser, run folder), then step / log / validate /
+    save pieces that :meth:`run` calls in order."""
+
+    def __init__(self, config: TrainConfig, out: Path, resume: str | None, argv: list[str], hooks: TrainHooks,
+                 env: DistEnv, start_time: float) -> None:
+        self.config, self.out, self.argv, self.hooks, self.env = config, out, argv, hooks, env
+        self.start_time = start_time
+        self.checkpoint = resolve_resume(resume, out) if resume else None
+        stored = load_state(self.checkpoint) if self.checkpoint else None
+        self.data: TrainingData = build_training_data(config, env, tokenizer_from=self.checkpoint)
+        self.plan = BatchPlan(len(self.data.train), config.batch_size, config.seed, env.world_size, env.rank,
+                              config.accum_steps)
+        self.steps_per_epoch = self.plan.steps_per_epoch
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.init_notes: list[str] = []
+        self.model = self._build_model()
+        self.objective = Objective(self.model, config.loss, config.mode, self.data.tokenizer.mask_token_id,
+                                   self.data.tokenizer.regular_id_range)
+        _freeze_unused(self.objective, config)
+        self.objective.to(env.device).train()
+        self.run_folder = RunFolder(out, writer=env.is_main)
+        for note in self.init_notes:
+            self.run_folder.log(note)
+        self.module = self._wrap(self.objective)
+        self.optimizer = build_optimizer(self.objective.named_parameters(), config.optim,
+                                         fused=env.device.type == "cuda")
+        self.schedule = WarmupCosine(self.optimizer, self.total_steps, config.optim.warmup_steps, config.optim.lr,
+                                     config.optim.min_lr)
+        self.state = TrainState()
+        if stored is not None:
+            self._restore(stored)
+        else:
+            self._start()
+        self.writer = None
+        if config.tensorboard and env.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+        self.autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16)
+                         if config.precision == "bf16" else nullcontext())
+        self.progress = None
+        if config.progress and env.is_main:
+            from tqdm import tqdm
+
+            self.progress = tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step",
+                                 dynamic_ncols=True, file=sys.stderr)
+        self.last_metrics: dict[str, float] = {}
+        self.last_validation: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def _build_model(self) -> Any:
+        config = self.config
+        torch.manual_seed(config.seed)
+        if self.checkpoint is not None:
+            from hiclip.checkpoint import load as load_checkpoint
+
+            model, _ = load_checkpoint(self.checkpoint)
+        elif config.init is not None:
+            from hiclip.train.init import initial_model
+
+            model, self.init_notes = initial_model(config, self.data.tokenizer)
+        else:
+            model = _build_model(config, self.data.tokenizer.vocab_size)
+        if config.mode == "clip" and model.vision is None:
+            raise HiCLIPError(f"model {config.model!r} is text-only; use mode 'mlm'")
+        if config.grad_checkpointing:
+            model.set_grad_checkpointing(True)
+        if config.compile:
+            model.compile_towers()
+        return model
+
+    def _wrap(self, objective: Objective) -> nn.Module:
+        env = self.env
+        if not env.distributed:
+            return objective
         with warnings.catch_warnings():
             # Buffers (the NN queue, batch-norm statistics) are identical on every rank by
             # construction; torch's suggested replacement would still sync them at init.
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*broadcast_buffers")
-            module = nn.parallel.DistributedDataParallel(
+            return nn.parallel.DistributedDataParallel(
                 objective, device_ids=[env.device.index] if env.device.type == "cuda" else None,
                 broadcast_buffers=False,
                 # the MLM warm-up leaves the vision tower without gradients
-                find_unused_parameters=config.loss.mlm_warmup_steps > 0)
-    optimizer = build_optimizer(objective.named_parameters(), config.optim,
-                                fused=env.device.type == "cuda")
-    schedule = WarmupCosine(optimizer, total_steps, config.optim.warmup_steps, config.optim.lr,
-                            config.optim.min_lr)
-    step, epoch, position = 0, 0, 0
-    consecutive_bad, skipped = 0, 0
-    if state is not None:
-        if state.get("version") != STATE_VERSION:
-            raise HiCLIPError(f"{checkpoint}: training state version {state.get('version')} "
+                find_unused_parameters=self.config.loss.mlm_warmup_steps > 0)
+
+    def _restore(self, stored: dict[str, Any]) -> None:
+        """Continue from a checkpoint's training state (optimiser, schedule, RNG, position)."""
+        if stored.get("version") != STATE_VERSION:
+            raise HiCLIPError(f"{self.checkpoint}: training state version {stored.get('version')} "
                               f"is not {STATE_VERSION}")
-        objective.load_heads_state(state["heads"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        step, epoch, position = int(state["step"]), int(state["epoch"]), int(state["position"])
-        skipped, consecutive_bad = int(state["skipped"]), int(state["consecutive_bad"])
-        changed = _changed_keys(state["config"], config.to_dict())
+        self.objective.load_heads_state(stored["heads"])
+        self.optimizer.load_state_dict(stored["optimizer"])
+        self.schedule.load_state_dict(stored["schedule"])
+        self.state = TrainState(int(stored["step"]), int(stored["epoch"]), int(stored["position"]),
+                                int(stored["skipped"]), int(stored["consecutive_bad"]))
+        changed = _changed_keys(stored["config"], self.config.to_dict())
         if changed:
-            run.warn(f"resuming with a different config ({', '.join(changed)}): the run will "
-                     "not match an uninterrupted one")
-        set_rng_state(state["rng"][env.rank] if isinstance(state["rng"], list) else state["rng"])
-        run.truncate_metrics(step)
-        run.log(f"resumed from {checkpoint} at step {step} (epoch {epoch}, batch {position})")
-    else:
-        run.write_params(config.to_dict(), argv, {
+            self.run_folder.warn(f"resuming with a different config ({', '.join(changed)}): the run will "
+                                 "not match an uninterrupted one")
+        rng = stored["rng"]
+        set_rng_state(rng[self.env.rank] if isinstance(rng, list) else rng)
+        state = self.state
+        self.run_folder.truncate_metrics(state.step)
+        self.run_folder.log(f"resumed from {self.checkpoint} at step {state.step} (epoch {state.epoch}, "
+                            f"batch {state.position})")
+
+    def _start(self) -> None:
+        config, env, data, model = self.config, self.env, self.data, self.model
+        self.run_folder.write_params(config.to_dict(), self.argv, {
             "world_size": env.world_size, "device": str(env.device),
             "n_train": len(data.train), "n_val": len(data.val) if data.val is not None else 0,
-            "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+            "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
             "model_config": model.config.to_dict(),
             "n_parameters": sum(p.numel() for p in model.parameters())})
-        run.log(f"training {config.model} (hierarchy {'on' if config.hierarchy else 'off'}, "
-                f"mode {config.mode}) on {len(data.train)} samples, {total_steps} steps of "
-                f"{config.batch_size}, world size {env.world_size}, device {env.device}")
-    writer = None
-    if config.tensorboard and env.is_main:
-        from torch.utils.tensorboard import SummaryWriter
+        self.run_folder.log(f"training {config.model} (hierarchy {'on' if config.hierarchy else 'off'}, "
+                            f"mode {config.mode}) on {len(data.train)} samples, {self.total_steps} steps of "
+                            f"{config.batch_size}, world size {env.world_size}, device {env.device}")
 
-        writer = SummaryWriter(str(out / "tensorboard"))
+    # ------------------------------------------------------------------ pieces
 
-    autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16)
-                if config.precision == "bf16" else nullcontext())
-    progress = None
-    if config.progress and env.is_main:
-        from tqdm import tqdm
-
-        progress = tqdm(total=total_steps, initial=step, desc="train", unit="step",
-                        dynamic_ncols=True, file=sys.stderr)
-
-    def save(name: str) -> None:
+    def save(self, name: str) -> None:
+        """A checkpoint of the weights and everything :meth:`_restore` needs."""
+        state = self.state
         payload = {
-            "version": STATE_VERSION, "step": step, "epoch": epoch, "position": position,
-            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "heads": objective.heads_state(), "rng": _gather_rng(env),
-            "skipped": skipped, "consecutive_bad": consecutive_bad,
-            "config": _json_safe(config.to_dict()),
+            "version": STATE_VERSION, "step": state.step, "epoch": state.epoch, "position": state.position,
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "heads": self.objective.heads_state(), "rng": _gather_rng(self.env),
+            "skipped": state.skipped, "consecutive_bad": state.consecutive_bad,
+            "config": _json_safe(self.config.to_dict()),
         }
-        run.save_checkpoint(name, model, data.tokenizer, payload, keep=config.keep_checkpoints)
+        self.run_folder.save_checkpoint(name, self.model, self.data.tokenizer, payload,
+                                        keep=self.config.keep_checkpoints)
         barrier()
 
-    last_metrics: dict[str, float] = {}
-    last_validation: dict[str, float] = {}
-    window_start, window_samples = time.perf_counter(), 0
-    sums: dict[str, float] = {}
-    sum_count = 0
-    while step < total_steps:
-        sampler = PlanSampler(plan, epoch, position)
-        loader = data.loader(sampler)
-        micro_iter = iter(loader)
-        while position < steps_per_epoch and step < total_steps:
-            micro_batches = [next(micro_iter) for _ in range(config.accum_steps)]
-            objective.mlm_only = step < config.loss.mlm_warmup_steps
-            optimizer.zero_grad(set_to_none=True)
-            term_sums: dict[str, torch.Tensor] = {}
-            finite = True
-            pushes: list[torch.Tensor] = []
-            for m, raw in enumerate(micro_batches):
-                batch = collate_to_batch(raw, data, env.device, config)
-                for note in data.take_notes():
-                    run.warn(note)
-                sync = (m == config.accum_steps - 1 or not env.distributed)
-                context = module.no_sync() if (env.distributed and not sync) else nullcontext()
-                with context:
-                    with autocast:
-                        loss, terms, gathered = module(batch)
-                    if hooks.transform_loss is not None:
-                        loss = hooks.transform_loss(step, loss)
-                    ok = _all_finite(loss, env)
-                    if not ok:
-                        finite = False
-                        break
-                    (loss / config.accum_steps).backward()
-                for name, value in terms.items():
-                    term_sums[name] = term_sums.get(name, 0.0) + value.float() / config.accum_steps
-                if gathered is not None:
-                    pushes.append(gathered)
-            grad_norm = float("nan")
-            if finite:
-                grad_norm = _clip(objective, config.optim.grad_clip, config.optim.clip_per_tower)
-                finite = math.isfinite(grad_norm)
-            if finite:
-                optimizer.step()
-                clamp_logit_scale(model.logit_scale, model.config.max_logit_scale)
-                if objective.queue is not None:
-                    for features in pushes:
-                        objective.queue.push(features)
-                consecutive_bad = 0
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                consecutive_bad += 1
-                skipped += 1
-                run.warn(f"step {step}: non-finite loss or gradient, step skipped "
-                         f"({consecutive_bad} in a row)")
-                if consecutive_bad >= config.max_nonfinite:
-                    if progress is not None:
-                        progress.close()
-                    run.close()
-                    raise HiCLIPError(
-                        f"{consecutive_bad} consecutive non-finite losses at step {step}; stopping "
-                        f"(lower optim.lr, check the data, or raise max_nonfinite)")
-            lr = schedule.lr
-            schedule.step()
-            step += 1
-            position += 1
-            window_samples += config.batch_size
-            if finite:
-                reduced = _reduce_terms(term_sums, env)
-                for name, value in reduced.items():
-                    sums[name] = sums.get(name, 0.0) + value
-                sum_count += 1
-            if config.throttle_s > 0:
-                time.sleep(config.throttle_s)
-            if step % config.log_every == 0 or step == total_steps:
-                elapsed = max(time.perf_counter() - window_start, 1e-9)
-                record: dict[str, Any] = {"step": step, "epoch": epoch + position / steps_per_epoch,
-                                          "lr": lr, "samples_per_s": window_samples / elapsed,
-                                          "logit_scale": float(model.logit_scale.detach().exp()),
-                                          "grad_norm": grad_norm, "skipped": skipped,
-                                          "skipped_images": data.take_skipped()}
-                for name, total in sums.items():
-                    record[f"loss_{name}"] = total / max(sum_count, 1)
-                if sums:
-                    record["loss"] = sum(_weight(config, n) * v / max(sum_count, 1)
-                                         for n, v in sums.items())
-                run.metrics(record)
-                if writer is not None:
-                    for key, value in record.items():
-                        if key != "step" and isinstance(value, (int, float)):
-                            writer.add_scalar(f"train/{key}", value, step)
-                last_metrics = record
-                if hooks.on_step is not None:
-                    hooks.on_step(step, record)
-                if progress is not None:
-                    progress.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}",
-                                         lr=f"{lr:.2e}", sps=f"{record['samples_per_s']:.0f}")
-                sums, sum_count = {}, 0
-                window_start, window_samples = time.perf_counter(), 0
-            if progress is not None:
-                progress.update(1)
-            epoch_done = position >= steps_per_epoch
-            do_val = data.val is not None and (
-                (config.val_every and step % config.val_every == 0) or epoch_done
-                or step == total_steps)
-            if do_val:
-                last_validation = _validate(objective, data, config, env, run, writer, step,
-                                            epoch + position / steps_per_epoch)
-                window_start = time.perf_counter()
-            if epoch_done:
-                epoch, position = epoch + 1, 0
-                save(f"epoch_{epoch}")
-                window_start = time.perf_counter()
-                break
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                save(f"step_{step}")
-                window_start = time.perf_counter()
-        del micro_iter, loader
-    if progress is not None:
-        progress.close()
-    if position != 0:  # max_steps ended mid-epoch: leave a checkpoint of the end
-        save(f"step_{step}")
-    final = run.export_final(model, data.tokenizer)
-    wall = time.perf_counter() - start_time
-    run.log(f"done: {step} steps ({skipped} skipped) in {wall:.1f} s; final model in {final}")
-    if writer is not None:
-        writer.close()
-    run.close()
-    return TrainResult(out=out, final=final, steps=step, skipped_steps=skipped, wall_s=wall,
-                       last_metrics=last_metrics, last_validation=last_validation)
+    def optimizer_step(self, micro_batches: list[Any]) -> tuple[bool, float, dict[str, torch.Tensor]]:
+        """Forward and backward over the micro-batches, then clip and step, or skip the step when a
+        loss or gradient is not finite. Returns ``(finite, grad_norm, loss terms)``."""
+        config, env, objective, state = self.config, self.env, self.objective, self.state
+        objective.mlm_only = state.step < config.loss.mlm_warmup_steps
+        self.optimizer.zero_grad(set_to_none=True)
+        term_sums: dict[str, torch.Tensor] = {}
+        finite = True
+        pushes: list[torch.Tensor] = []
+        for m, raw in enumerate(micro_batches):
+            batch = collate_to_batch(raw, self.data, env.device, config)
+            for note in self.data.take_notes():
+                self.run_folder.warn(note)
+            sync = (m == config.accum_steps - 1 or not env.distributed)
+            context = self.module.no_sync() if (env.distributed and not sync) else nullcontext()
+            with context:
+                with self.autocast:
+                    loss, terms, gathered = self.module(batch)
+                if self.hooks.transform_loss is not None:
+                    loss = self.hooks.transform_loss(state.step, loss)
+                ok = _all_finite(loss, env)
+                if not ok:
+                    finite = False
+                    break
+                (loss / config.accum_steps).backward()
+            for name, value in terms.items():
+                term_sums[name] = term_sums.get(name, 0.0) + value.float() / config.accum_steps
+            if gathered is not None:
+                pushes.append(gathered)
+        grad_norm = float("nan")
+        if finite:
+            grad_norm = _clip(objective, config.optim.grad_clip, config.optim.clip_per_tower)
+            finite = math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            clamp_logit_scale(self.model.logit_scale, self.model.config.max_logit_scale)
+            if objective.queue is not None:
+                for features in pushes:
+                    objective.queue.push(features)
+            state.consecutive_bad = 0
+        else:
+            self._non_finite()
+        return finite, grad_norm, term_sums
+
+    def _non_finite(self) -> None:
+        """Skip this step; stop the run after ``max_nonfinite`` in a row."""
+        state = self.state
+        self.optimizer.zero_grad(set_to_none=True)
+        state.consecutive_bad += 1
+        state.skipped += 1
+        self.run_folder.warn(f"step {state.step}: non-finite loss or gradient, step skipped "
+                             f"({state.consecutive_bad} in a row)")
+        if state.consecutive_bad >= self.config.max_nonfinite:
+            if self.progress is not None:
+                self.progress.close()
+            self.run_folder.close()
+            raise HiCLIPError(
+                f"{state.consecutive_bad} consecutive non-finite losses at step {state.step}; stopping "
+                f"(lower optim.lr, check the data, or raise max_nonfinite)")
+
+    def log(self, window: _LogWindow, lr: float, grad_norm: float) -> None:
+        """One ``metrics.jsonl`` record of the window (TensorBoard, hooks and the bar see it too)."""
+        config, state = self.config, self.state
+        elapsed = max(time.perf_counter() - window.start, 1e-9)
+        record: dict[str, Any] = {"step": state.step, "epoch": state.epoch + state.position / self.steps_per_epoch,
+                                  "lr": lr, "samples_per_s": window.samples / elapsed,
+                                  "logit_scale": float(self.model.logit_scale.detach().exp()),
+                                  "grad_norm": grad_norm, "skipped": state.skipped,
+                                  "skipped_images": self.data.take_skipped()}
+        for name, total in window.sums.items():
+            record[f"loss_{name}"] = total / max(window.count, 1)
+        if window.sums:
+            record["loss"] = sum(_weight(config, n) * v / max(window.count, 1) for n, v in window.sums.items())
+        self.run_folder.metrics(record)
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{key}", value, state.step)
+        self.last_metrics = record
+        if self.hooks.on_step is not None:
+            self.hooks.on_step(state.step, record)
+        if self.progress is not None:
+            self.progress.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}",
+                                      lr=f"{lr:.2e}", sps=f"{record['samples_per_s']:.0f}")
+        window.clear()
+
+    def validate(self) -> None:
+        state = self.state
+        self.last_validation = _validate(self.objective, self.data, self.config, self.env, self.run_folder,
+                                         self.writer, state.step, state.epoch + state.position / self.steps_per_epoch)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> TrainResult:
+        config, state, data = self.config, self.state, self.data
+        window = _LogWindow()
+        while state.step < self.total_steps:
+            sampler = PlanSampler(self.plan, state.epoch, state.position)
+            loader = data.loader(sampler)
+            micro_iter = iter(loader)
+            while state.position < self.steps_per_epoch and state.step < self.total_steps:
+                micro_batches = [next(micro_iter) for _ in range(config.accum_steps)]
+                finite, grad_norm, term_sums = self.optimizer_step(micro_batches)
+                lr = self.schedule.lr
+                self.schedule.step()
+                state.step += 1
+                state.position += 1
+                window.samples += config.batch_size
+                if finite:
+                    window.add(_reduce_terms(term_sums, self.env))
+                if self.hooks.after_step is not None:
+                    self.hooks.after_step(state.step)
+                if state.step % config.log_every == 0 or state.step == self.total_steps:
+                    self.log(window, lr, grad_norm)
+                if self.progress is not None:
+                    self.progress.update(1)
+                epoch_done = state.position >= self.steps_per_epoch
+                if data.val is not None and ((config.val_every and state.step % config.val_every == 0)
+                                             or epoch_done or state.step == self.total_steps):
+                    self.validate()
+                    window.start = time.perf_counter()
+                if epoch_done:
+                    state.epoch, state.position = state.epoch + 1, 0
+                    self.save(f"epoch_{state.epoch}")
+                    window.start = time.perf_counter()
+                    break
+                if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                    self.save(f"step_{state.step}")
+                    window.start = time.perf_counter()
+            del micro_iter, loader
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        state = self.state
+        if self.progress is not None:
+            self.progress.close()
+        if state.position != 0:  # max_steps ended mid-epoch: leave a checkpoint of the end
+            self.save(f"step_{state.step}")
+        final = self.run_folder.export_final(self.model, self.data.tokenizer)
+        wall = time.perf_counter() - self.start_time
+        self.run_folder.log(f"done: {state.step} steps ({state.skipped} skipped) in {wall:.1f} s; "
+                            f"final model in {final}")
+        if self.writer is not None:
+            self.writer.close()
+        self.run_folder.close()
+        return TrainResult(out=self.out, final=final, steps=state.step, skipped_steps=state.skipped, wall_s=wall,
+                           last_metrics=self.last_metrics, last_validation=self.last_validation)
+
+
+def _train(config: TrainConfig, out: Path, resume: str | None, argv: list[str], hooks: TrainHooks,
+           env: DistEnv, start_time: float) -> TrainResult:
+    return _Training(config, out, resume, argv, hooks, env, start_time).run()
+
 
 
 def _weight(config: TrainConfig, name: str) -> float:
@@ -460,7 +555,8 @@ def _gather_rng(env: DistEnv) -> Any:
     return states
 
 
-# Keys that only change how a run is observed, not what it computes.
+# Keys that only change how a run is observed, not what it computes (throttle_s: a retired key that
+# older checkpoints still store).
 RUNTIME_KEYS = ("out", "progress", "throttle_s", "device", "tensorboard", "num_workers", "log_every",
                 "val_every", "val_max_samples", "checkpoint_every", "keep_checkpoints",
                 "max_nonfinite", "on_error", "check_images", "image_root")
