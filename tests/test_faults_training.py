@@ -113,6 +113,32 @@ def test_skip_counts_logs_and_resumes_to_the_same_weights(damaged, tmp_path):
         assert torch.equal(value, got[name]), name
 
 
+@pytest.mark.timeout(300)
+def test_skips_on_every_rank_are_counted_under_ddp(damaged, tmp_path):
+    """Two gloo ranks each draw their own share of the batches: ``skipped_images`` is their sum."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "hiclip.cli",
+               "train", "--config", "shapes-tiny", "--data", str(damaged["data"]), "--out", str(out),
+               "--no-progress", "--device", "cpu",
+               "--set", f"model_overrides={json.dumps(SHAPES_32)}", "--set", "batch_size=8",
+               "--set", "epochs=1", "--set", "log_every=1", "--set", "image_views=1",
+               "--set", "loss.simsiam_weight=0", "--set", "val_split=null", "--set", "on_error=skip"]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r.get("skipped_images", 0) for r in records) == 2
+
+
 def test_full_check_skips_undecodable_images_before_training(damaged, tmp_path):
     result = train(_config(damaged["data"], "on_error=skip", "check_images=full", "max_steps=2",
                            "val_split=val"), tmp_path / "run")

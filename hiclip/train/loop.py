@@ -39,6 +39,7 @@ from hiclip.train.data_order import BatchPlan, PlanSampler
 from hiclip.train.distributed import (
     DistEnv,
     all_reduce_mean,
+    all_reduce_sum,
     barrier,
     env_world_size,
     init_distributed,
@@ -398,6 +399,11 @@ class _Training:
                 f"{state.consecutive_bad} consecutive non-finite losses at step {state.step}; stopping "
                 f"(lower optim.lr, check the data, or raise max_nonfinite)")
 
+    def _skipped_images(self) -> int:
+        """Images skipped on every rank since the last log (log runs on all ranks at the same steps)."""
+        count = torch.tensor(self.data.take_skipped(), dtype=torch.int64, device=self.env.device)
+        return int(all_reduce_sum(count))
+
     def log(self, window: _LogWindow, lr: float, grad_norm: float) -> None:
         """One ``metrics.jsonl`` record of the window (TensorBoard, hooks and the bar see it too)."""
         config, state = self.config, self.state
@@ -406,7 +412,7 @@ class _Training:
                                   "lr": lr, "samples_per_s": window.samples / elapsed,
                                   "logit_scale": float(self.model.logit_scale.detach().exp()),
                                   "grad_norm": grad_norm, "skipped": state.skipped,
-                                  "skipped_images": self.data.take_skipped()}
+                                  "skipped_images": self._skipped_images()}
         for name, total in window.sums.items():
             record[f"loss_{name}"] = total / max(window.count, 1)
         if window.sums:
