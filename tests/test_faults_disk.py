@@ -314,6 +314,21 @@ def test_flipped_weight_bytes_are_found_on_load_and_resume(shapes, tmp_path, cap
     _same_weights(run_of_six / "final", result.final)
 
 
+def test_flipped_training_state_bytes_fall_back_to_an_intact_checkpoint(shapes, tmp_path, run_of_six):
+    out = _interrupted_run(shapes, tmp_path / "run")
+    state = out / "checkpoints" / "step_4" / "training_state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the optimiser's tensors: torch.load alone accepts it
+    state.write_bytes(bytes(data))
+    with pytest.raises(HiCLIPError, match=r"cannot resume from .*step_4: .*training_state.pt: damaged "
+                                          r"\(its sha256 differs"):
+        train(_config(shapes), out, resume=str(out / "checkpoints" / "step_4"))
+    result = train(_config(shapes), out, resume="latest")
+    log = (out / "out.log").read_text()
+    assert "resume: skipped checkpoint step_4: " in log and "resume: using step_2" in log
+    _same_weights(run_of_six / "final", result.final)
+
+
 class Payload:
     """Not a tensor or plain value: weights-only loading refuses it."""
 

@@ -19,6 +19,7 @@ one it had to skip, and why.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -45,6 +46,9 @@ from hiclip.atomic import (
 from hiclip.errors import HiCLIPError
 
 STATE_FILE = "training_state.pt"
+# sha256 of STATE_FILE, written beside it: torch's zip reader does not notice flipped bytes in a
+# tensor's data, so damage to the optimiser moments would otherwise resume silently.
+STATE_SUM_FILE = "training_state.sha256"
 LATEST = "latest"
 
 
@@ -182,6 +186,7 @@ class RunFolder:
         with atomic_dir(final) as tmp:
             export_model(model, tokenizer, tmp)
             save_state(state, tmp / STATE_FILE)
+            (tmp / STATE_SUM_FILE).write_text(_sha256(tmp / STATE_FILE) + "\n")
         link_tmp = self.checkpoints / f"{owned_prefix(Path(LATEST))}link"
         try:
             if link_tmp.is_symlink() or link_tmp.exists():
@@ -302,8 +307,26 @@ def _damage(checkpoint: Path) -> str | None:
     return None
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_state_sum(path: Path) -> None:
+    """Compare ``path`` with its recorded sha256 (checkpoints written before the sum have none)."""
+    recorded = path.parent / STATE_SUM_FILE
+    if not recorded.is_file():
+        return
+    expected = recorded.read_text(encoding="utf-8", errors="replace").strip()
+    if _sha256(path) != expected:
+        raise HiCLIPError(f"{path}: damaged (its sha256 differs from the one recorded in {STATE_SUM_FILE})")
+
+
 def _read_state(path: Path) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only``; refusals and damage are one line."""
+    """``torch.load`` with ``weights_only``, then the recorded sha256; refusals and damage are one line."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -317,6 +340,10 @@ def _read_state(path: Path) -> dict[str, Any]:
         raise HiCLIPError(f"{path}: damaged (truncated or corrupt: {first})") from None
     if not isinstance(state, dict):
         raise HiCLIPError(f"{path}: not a training state (a {type(state).__name__}, not a dict)")
+    try:
+        _check_state_sum(path)
+    except OSError as error:
+        raise os_error(path, error) from None
     return state
 
 
