@@ -83,7 +83,9 @@ def zero_shot_accuracy(image_features: torch.Tensor, class_features: torch.Tenso
     index. Returns top-K accuracies in % (K clipped to C) and the mean per-class top-1 recall."""
     logits = image_features.float() @ class_features.float().t()  # (N, C)
     result: dict[str, float] = {}
-    order = logits.argsort(dim=1, descending=True)
+    # Stable, so tied classes (e.g. names made only of unknown words) rank by class index on every
+    # run; an unstable sort breaks ties differently with the thread count.
+    order = torch.sort(logits, dim=1, descending=True, stable=True).indices
     for k in ks:
         kk = min(k, logits.shape[1])
         hit = (order[:, :kk] == targets[:, None]).any(dim=1).float()
@@ -153,6 +155,15 @@ def class_embeddings(model: Any, tokenizer: Any, names: Sequence[str], templates
     return torch.nn.functional.normalize(features.mean(dim=1), dim=-1)
 
 
+def tied_classes(class_features: torch.Tensor, names: Sequence[str]) -> list[list[str]]:
+    """Groups of classes whose prompt embeddings are identical (their names tokenise alike, e.g.
+    all unknown words): no image can tell them apart, and the first of each group takes the ties."""
+    groups: dict[bytes, list[str]] = {}
+    for name, row in zip(names, class_features.float().cpu()):
+        groups.setdefault(row.numpy().tobytes(), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]
+
+
 @dataclass
 class EvalSet:
     """What the tasks need from a dataset split: one entry per image."""
@@ -208,7 +219,7 @@ def evaluate_zero_shot(model: Any, tokenizer: Any, data: EvalSet, device: torch.
                                     ks=(1, 3) if len(classes) > 3 else (1,))
         results[key] = {**scores, "n_classes": len(classes), "classes": names,
                         "chance_top1": 100.0 / len(classes), "n_images": len(present),
-                        "templates": prompts}
+                        "templates": prompts, "tied_classes": tied_classes(weights, names)}
     if results:
         results["mean_top1"] = sum(r["top1"] for r in results.values()) / len(results)
     return results

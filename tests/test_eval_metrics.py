@@ -90,3 +90,29 @@ def test_zero_shot_accuracy_and_class_names() -> None:
     assert result["top2"] == pytest.approx(100.0)
     assert result["mean_per_class"] == pytest.approx(100 * (1 + 0.5 + 1) / 3)
     assert class_name(3) == "three" and class_name("light_blue") == "light blue"
+
+
+def test_zero_shot_ties_break_the_same_way_whatever_the_thread_count() -> None:
+    """Classes with one embedding (names of unknown words) tie; the first class index takes them."""
+    from hiclip.evaluate import tied_classes
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(300, 8, generator=g), dim=-1)
+    base = torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=-1)
+    classes = torch.cat([base, base[2:].repeat(4, 1)])  # classes 2..6 are one embedding
+    targets = torch.randint(0, 7, (300,), generator=g)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(zero_shot_accuracy(images, classes, targets))
+    finally:
+        torch.set_num_threads(threads)
+    assert results[0] == results[1]
+    logits = images @ classes.t()
+    expected = torch.where(logits[:, :3].argmax(1) == 2, torch.tensor(2), logits[:, :3].argmax(1))
+    assert results[0]["top1"] == pytest.approx(100.0 * (expected == targets).float().mean().item())
+    names = ["a", "b", "c", "d", "e", "f", "g"]
+    assert tied_classes(classes, names) == [["c", "d", "e", "f", "g"]]
+    assert tied_classes(base, names[:3]) == []

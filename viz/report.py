@@ -80,12 +80,18 @@ def group_table(systems: Mapping[str, SystemEvaluation], level: str) -> list[str
     return rows
 
 
+def zero_shot_summary(key: str, value: Mapping[str, Any]) -> str:
+    """``count 20.7 (chance 14.3; tied: four = five = six)``: tied classes share one embedding."""
+    tied = "; ".join(" = ".join(group) for group in value.get("tied_classes") or [])
+    return f"{key} {value['top1']:.1f} (chance {value['chance_top1']:.1f}" + (f"; tied: {tied})" if tied else ")")
+
+
 def retrieval_table(retrieval: Mapping[str, Mapping[str, Any]]) -> list[str]:
     rows = ["| system | I->T R@1 | R@5 | R@10 | T->I R@1 | R@5 | R@10 | Rsum | chance I->T R@1 | zero-shot top-1 |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for model, result in retrieval.items():
         r = result["retrieval"]
-        zeroshot = ", ".join(f"{key} {value['top1']:.1f} (chance {value['chance_top1']:.1f})"
+        zeroshot = ", ".join(zero_shot_summary(key, value)
                              for key, value in (result.get("zeroshot") or {}).items()
                              if isinstance(value, dict))
         rows.append(f"| {model} | {r['i2t_R@1']:.1f} | {r['i2t_R@5']:.1f} | {r['i2t_R@10']:.1f} | "
@@ -181,8 +187,7 @@ def retrieval_findings(retrieval: Mapping[str, Mapping[str, Any]]) -> list[str]:
         text += (f" {names[0]} is {_side(a['rsum'] - b['rsum'])} {names[1]} in Rsum ({a['rsum']:.1f} against "
                  f"{b['rsum']:.1f})" + (f": here {names[0]} loses." if a["rsum"] < b["rsum"] else "."))
     zero = retrieval[names[0]].get("zeroshot") or {}
-    above = [f"{k} {v['top1']:.1f} (chance {v['chance_top1']:.1f})" for k, v in zero.items()
-             if isinstance(v, dict)]
+    above = [zero_shot_summary(k, v) for k, v in zero.items() if isinstance(v, dict)]
     if above:
         text += " Zero-shot top-1: " + ", ".join(above) + "."
     return [text]
