@@ -104,9 +104,10 @@ class TreeEvaluation:
     tree_key: str | None = None
 
     @property
-    def headline(self) -> float:
-        """The convention's headline number of the prediction, in percent."""
-        return float(getattr(self.report, self.options.headline))
+    def headline(self) -> float | None:
+        """The convention's headline number of the prediction, in percent (``None``: undefined)."""
+        value = getattr(self.report, self.options.headline)
+        return None if value is None else float(value)
 
     def parameters(self) -> dict[str, Any]:
         """What decides the numbers, for reports and ``figures.json``."""
@@ -131,10 +132,14 @@ class TreeEvaluation:
             lines.append(f"baselines on the same {self.report.n_scored} sentences   sentence F1   corpus F1   P      R")
             for r in self.baselines.values():
                 std = r.std or {}
-                s_f1 = f"{r.sentence_f1:5.1f}" + (f" ± {std['sentence_f1']:.1f}" if std else "")
-                c_f1 = f"{r.corpus_f1:5.1f}" + (f" ± {std['corpus_f1']:.1f}" if std else "")
-                lines.append(f"  {r.prediction:<42} {s_f1:<13} {c_f1:<11} {r.precision:5.1f}  {r.recall:5.1f}")
+                s_f1 = _pct(r.sentence_f1) + (f" ± {std['sentence_f1']:.1f}" if "sentence_f1" in std else "")
+                c_f1 = _pct(r.corpus_f1) + (f" ± {std['corpus_f1']:.1f}" if "corpus_f1" in std else "")
+                lines.append(f"  {r.prediction:<42} {s_f1:<13} {c_f1:<11} {_pct(r.precision)}  {_pct(r.recall)}")
         return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:5.1f}"
 
 
 def baseline_summary(report: ScoreReport) -> dict[str, Any]:

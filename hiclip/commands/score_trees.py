@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shift-reduce coin flips")
     parser.add_argument("--empty-gold", choices=EMPTY_GOLD_POLICIES, default="prpn",
                         help="sentence F1 of a sentence with no gold spans: prpn = 1 if the prediction has "
-                             "none either, else 0 (default); skip = leave it out (compound-pcfg eval.py)")
+                             "none either, else 0 (default); skip = leave out a sentence whose gold or predicted set is empty "
+                             "(compound-pcfg's early eval.py)")
     parser.add_argument("--max-length", type=int, help="only sentences of at most this many tokens "
                                                        "(after the convention drops tokens)")
     parser.add_argument("--on-mismatch", choices=("raise", "skip"), default="raise",
