@@ -1,4 +1,4 @@
-"""``hiclip score trees``: unlabeled bracket F1 of predicted (or baseline) trees against references.
+"""``hiclip score trees``: bracket F1 of predicted (or baseline) trees against references.
 
 Examples::
 
@@ -10,7 +10,7 @@ Examples::
 
 With ``--pred`` the four trivial baselines are scored on the very same sentences and printed
 alongside (``--no-baselines`` turns that off). The work is ``induction.tree_evaluation``;
-conventions and metrics: ``induction.spans`` and ``induction.tree_scoring``.
+conventions and metrics: ``induction.spans``, ``induction.tree_scoring`` and ``induction.evalb``.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from induction.tree_scoring import BASELINES, EMPTY_GOLD_POLICIES, RANDOM_SCHEME
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``hiclip score trees``."""
-    parser.description = "Unlabeled bracket F1 (sentence- and corpus-level) under a named convention."
+    parser.description = ("Bracket F1 under a named convention: unlabeled sentence- and corpus-level F1 "
+                          "(standard, vgnsl), or EVALB's bracket counts (evalb, labeled with --labeled).")
     parser.add_argument("--gold", help="reference trees: .mrg file or folder, one tree per line, VG-NSL "
                                        "unlabeled trees, the VG-NSL join .json, or a dataset manifest; with "
                                        "--silver, any file of sentences (plain text too)")
