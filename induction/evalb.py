@@ -92,7 +92,9 @@ class EvalbParams:
 
     @property
     def prm_name(self) -> str:
-        return f"COLLINS.prm with LABELED {int(self.labeled)}"
+        """``COLLINS.prm with LABELED 0|1`` when every other setting is COLLINS.prm's."""
+        collins = EvalbParams(labeled=self.labeled) == self
+        return f"{'COLLINS.prm' if collins else 'a custom .prm'} with LABELED {int(self.labeled)}"
 
     def same_label(self, a: str, b: str) -> bool:
         """EVALB's ``label_comp``: equal strings, or an ``EQ_LABEL`` pair in either order."""
@@ -108,8 +110,8 @@ COLLINS = EvalbParams()
 def parse_prm(text: str, source: str = "parameter file") -> EvalbParams:
     """Read the keys of an EVALB ``.prm`` file that decide the bracket counts.
 
-    ``DEBUG``, ``MAX_ERROR`` (reporting only) and ``QUOTE_LABEL`` / ``EQ_WORD`` (not supported
-    here) are read but not kept. Any other key is an error naming the line.
+    ``DEBUG`` and ``MAX_ERROR`` (reporting only) are read but not kept. ``QUOTE_LABEL`` and
+    ``EQ_WORD`` (not supported here) and unknown keys are errors naming the line.
     """
     labeled, cutoff = 1, 40
     delete: list[str] = []
