@@ -30,6 +30,16 @@ from hiclip.data.trees import (
     tokens_match,
 )
 from hiclip.errors import HiCLIPError, SkipReport
+from induction.evalb import (
+    EVALB,
+    EVALB_BASELINES,
+    EvalbParams,
+    EvalbReport,
+    check_evalb_baseline,
+    pair_evalb,
+    score_evalb_baseline,
+    score_evalb_paired,
+)
 from induction.predictions import Predictions, read_predictions
 from induction.spans import get_convention
 from induction.tree_scoring import (
@@ -43,7 +53,7 @@ from induction.tree_scoring import (
     score_paired,
 )
 
-HEADLINE = {"standard": "sentence_f1", "vgnsl": "corpus_f1"}
+HEADLINE = {"standard": "sentence_f1", "vgnsl": "corpus_f1", "evalb": "f1"}
 SUMMARY_KEYS = ("prediction", "sentence_f1", "corpus_f1", "precision", "recall", "n_scored", "n_sentence_f1",
                 "spans", "seeds", "std")
 
@@ -56,7 +66,10 @@ class TreeScoreOptions:
     ----------
     convention : str
         ``standard`` (Kim et al. 2019: sentence F1 headline) or ``vgnsl`` (Shi et al. 2019:
-        corpus F1 headline); see ``induction.spans``.
+        corpus F1 headline), see ``induction.spans``; or ``evalb`` (EVALB's counts with
+        COLLINS.prm: bracket F1 headline), see ``induction.evalb``.
+    labeled : bool
+        Under ``evalb`` only: labeled bracketing (COLLINS.prm's ``LABELED 1``); default unlabeled.
     empty_gold : {"prpn", "skip"}
         Sentence F1 of a sentence without gold spans (``induction.tree_scoring``).
     seeds : int
@@ -77,9 +90,18 @@ class TreeScoreOptions:
     max_length: int | None = None
     on_mismatch: str = "raise"
     baselines: bool = True
+    labeled: bool = False
 
     def check(self) -> None:
-        get_convention(self.convention)
+        if self.convention == EVALB:
+            if self.empty_gold != "prpn":
+                raise HiCLIPError("--empty-gold is a sentence-F1 rule; EVALB has no sentence F1 "
+                                  "(drop --empty-gold under --convention evalb)")
+        else:
+            get_convention(self.convention)
+            if self.labeled:
+                raise HiCLIPError(f"--labeled applies to --convention evalb only; {self.convention} "
+                                  "is unlabeled by definition")
         if self.empty_gold not in EMPTY_GOLD_POLICIES:
             raise HiCLIPError(f"unknown empty-gold policy {self.empty_gold!r}: use {' or '.join(EMPTY_GOLD_POLICIES)}")
         if self.random_scheme not in RANDOM_SCHEMES:
@@ -89,8 +111,14 @@ class TreeScoreOptions:
 
     @property
     def headline(self) -> str:
-        """The convention's headline metric: ``sentence_f1`` (standard) or ``corpus_f1`` (vgnsl)."""
-        return HEADLINE[get_convention(self.convention).name]
+        """The convention's headline metric: ``sentence_f1`` (standard), ``corpus_f1`` (vgnsl) or
+        ``f1`` (evalb)."""
+        return HEADLINE[self.convention if self.convention == EVALB else get_convention(self.convention).name]
+
+    @property
+    def evalb_params(self) -> EvalbParams:
+        """COLLINS.prm, labeled or not as ``labeled`` says."""
+        return EvalbParams(labeled=self.labeled)
 
 
 @dataclass
@@ -104,9 +132,10 @@ class TreeEvaluation:
     tree_key: str | None = None
 
     @property
-    def headline(self) -> float:
-        """The convention's headline number of the prediction, in percent."""
-        return float(getattr(self.report, self.options.headline))
+    def headline(self) -> float | None:
+        """The convention's headline number of the prediction, in percent (``None``: undefined)."""
+        value = getattr(self.report, self.options.headline)
+        return None if value is None else float(value)
 
     def parameters(self) -> dict[str, Any]:
         """What decides the numbers, for reports and ``figures.json``."""
@@ -131,10 +160,14 @@ class TreeEvaluation:
             lines.append(f"baselines on the same {self.report.n_scored} sentences   sentence F1   corpus F1   P      R")
             for r in self.baselines.values():
                 std = r.std or {}
-                s_f1 = f"{r.sentence_f1:5.1f}" + (f" ± {std['sentence_f1']:.1f}" if std else "")
-                c_f1 = f"{r.corpus_f1:5.1f}" + (f" ± {std['corpus_f1']:.1f}" if std else "")
-                lines.append(f"  {r.prediction:<42} {s_f1:<13} {c_f1:<11} {r.precision:5.1f}  {r.recall:5.1f}")
+                s_f1 = _pct(r.sentence_f1) + (f" ± {std['sentence_f1']:.1f}" if "sentence_f1" in std else "")
+                c_f1 = _pct(r.corpus_f1) + (f" ± {std['corpus_f1']:.1f}" if "corpus_f1" in std else "")
+                lines.append(f"  {r.prediction:<42} {s_f1:<13} {c_f1:<11} {_pct(r.precision)}  {_pct(r.recall)}")
         return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:5.1f}"
 
 
 def baseline_summary(report: ScoreReport) -> dict[str, Any]:
@@ -143,9 +176,72 @@ def baseline_summary(report: ScoreReport) -> dict[str, Any]:
     return {k: full[k] for k in SUMMARY_KEYS if k in full}
 
 
+@dataclass
+class EvalbEvaluation:
+    """EVALB's scores of one prediction (or one baseline) and of the baselines on the same sentences."""
+
+    report: EvalbReport
+    baselines: dict[str, EvalbReport] = field(default_factory=dict)
+    gold: str = ""
+    options: TreeScoreOptions = field(default_factory=lambda: TreeScoreOptions(convention=EVALB))
+    tree_key: str | None = None
+
+    @property
+    def headline(self) -> float | None:
+        """Bracketing F-measure over all valid sentences, in percent (``None``: undefined)."""
+        return self.report.f1
+
+    def parameters(self) -> dict[str, Any]:
+        return {"convention": EVALB, "headline": "f1", "labeled": self.options.labeled,
+                "prm": self.report.params.prm_name, "tree_key": self.tree_key,
+                "max_length": self.options.max_length}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``hiclip score trees --convention evalb --json``."""
+        out = self.report.to_dict()
+        out["gold"] = self.gold
+        out["parameters"] = self.parameters()
+        if self.baselines:
+            out["baselines"] = {name: {k: r.to_dict()[k] for k in ("prediction", "brackets", "recall",
+                                                                    "precision", "f1")}
+                                for name, r in self.baselines.items()}
+        return out
+
+    def format(self) -> str:
+        lines = [self.report.format(self.gold)]
+        if self.baselines:
+            lines.append(f"baselines on the same {self.report.all.n_valid} sentences   matched    gold    test"
+                         "       R       P       F")
+            for r in self.baselines.values():
+                a = r.all
+                lines.append(f"  {r.prediction:<40} {a.matched:8d} {a.gold:7d} {a.test:7d}  {_pct(a.recall):>6}"
+                             f"  {_pct(a.precision):>6}  {_pct(a.f1):>6}")
+        return "\n".join(lines)
+
+
+def evaluate_evalb(preds: Sequence[TreeRecord] | None, golds: Sequence[TreeRecord], options: TreeScoreOptions,
+                   baseline: str | None = None, gold: str = "", tree_key: str | None = None) -> EvalbEvaluation:
+    """:func:`evaluate_trees` under ``--convention evalb`` (``induction.evalb``)."""
+    params = options.evalb_params
+    if preds is None:
+        check_evalb_baseline(baseline or "")
+    corpus = pair_evalb(preds, golds, params, SkipReport(options.on_mismatch), options.max_length)
+    if not corpus.n_scored:
+        raise HiCLIPError(f"no sentence could be scored ({', '.join(f'{k}: {v}' for k, v in corpus.skipped.items())})")
+    if preds is None:
+        return EvalbEvaluation(score_evalb_baseline(corpus, baseline), {}, gold, options, tree_key)
+    report = score_evalb_paired(corpus)
+    baselines = {name: score_evalb_baseline(corpus, name) for name in EVALB_BASELINES} if options.baselines else {}
+    return EvalbEvaluation(report, baselines, gold, options, tree_key)
+
+
 def evaluate_trees(preds: Sequence[TreeRecord] | None, golds: Sequence[TreeRecord], options: TreeScoreOptions,
-                   baseline: str | None = None, gold: str = "", tree_key: str | None = None) -> TreeEvaluation:
+                   baseline: str | None = None, gold: str = "", tree_key: str | None = None
+                   ) -> TreeEvaluation | EvalbEvaluation:
     """Score predicted trees against reference trees, or a baseline when ``preds`` is None.
+
+    Under ``options.convention == "evalb"`` the result is an :class:`EvalbEvaluation` (EVALB's
+    bracket counts, :func:`evaluate_evalb`); otherwise a :class:`TreeEvaluation`.
 
     Parameters
     ----------
@@ -166,6 +262,8 @@ def evaluate_trees(preds: Sequence[TreeRecord] | None, golds: Sequence[TreeRecor
         Different sentence counts, a token mismatch under the raise policy, or no sentence left.
     """
     options.check()
+    if options.convention == EVALB:
+        return evaluate_evalb(preds, golds, options, baseline, gold, tree_key)
     if preds is None and baseline not in BASELINES:
         raise HiCLIPError(f"unknown baseline {baseline!r}: use one of {', '.join(BASELINES)}")
     corpus = pair_trees(preds, golds, options.convention, SkipReport(options.on_mismatch), options.max_length)
@@ -349,7 +447,7 @@ class TreeInputs:
 
 
 def evaluate_tree_files(inputs: TreeInputs, options: TreeScoreOptions, baseline: str | None = None
-                        ) -> TreeEvaluation:
+                        ) -> TreeEvaluation | EvalbEvaluation:
     """``hiclip score trees``: read both sides as ``inputs`` says, then :func:`evaluate_trees`."""
     options.check()
     if inputs.gold_tokens and inputs.silver:

@@ -10,15 +10,20 @@ Metrics (all in percent, method.md section 6), for a convention from ``induction
       recall := 1, and precision := 1 if the predicted set is empty too, so such a sentence
       scores F1 = 1 when the prediction is empty as well and 0 otherwise. This is the rule of
       PRPN's ``test_phrase_grammar.py``, used by ON-LSTM, Tree-Transformer, and by compound-pcfg's
-      ``train.py`` validation and ``trivial_trees.py``/``compare_trees.py`` baseline scripts (the
-      source of the published right-branching 39.5). A non-empty gold set with an empty
-      prediction scores 0.
+      ``train.py`` validation, its ``eval.py`` since commit 038e19c, and its
+      ``trivial_trees.py``/``compare_trees.py`` baseline scripts (the source of the published
+      right-branching 39.5; ``trivial_trees.py`` survives only in the repository's history). A
+      non-empty gold set with an empty prediction scores 0.
   ``"skip"``
-      compound-pcfg's ``eval.py``: a sentence whose predicted *or* gold set is empty is left out
-      of the sentence-level average (it still counts in the corpus-level numbers).
+      compound-pcfg's early ``eval.py`` (e.g. commit d999980): a sentence whose predicted *or*
+      gold set is empty is left out of the sentence-level average (it still counts in the
+      corpus-level numbers).
 
 * ``corpus_f1``, ``precision``, ``recall``: micro-averaged over all spans of all scored sentences
-  (precision is 0 when nothing is predicted);
+  (precision is 0 when nothing is predicted but gold spans exist, recall 0 in the converse case).
+  When neither side has a single span, all three are 0/0: undefined, ``None`` (``null`` in JSON,
+  ``undefined`` in text), not 0. ``sentence_f1`` is ``None`` likewise when no sentence enters the
+  average (e.g. ``skip`` and every span set empty);
 * mean numbers of predicted and gold spans per sentence: a flat n-ary prediction has few spans and
   therefore a high precision; these two numbers make that visible;
 * a breakdown by sentence length (tokens under the convention);
@@ -128,16 +133,18 @@ class BucketScore:
 class ScoreReport:
     """Bracket F1 of a set of sentence pairs (all scores in percent).
 
+    A score is ``None`` where it is undefined (module docstring): corpus P/R/F1 when no sentence
+    has a predicted or a gold span, sentence F1 when no sentence enters the average.
     ``seeds``/``std`` are filled for averaged random baselines: ``std`` maps a metric name to its
     standard deviation over seeds.
     """
 
     convention: Convention
     empty_gold: str
-    sentence_f1: float
-    corpus_f1: float
-    precision: float
-    recall: float
+    sentence_f1: float | None
+    corpus_f1: float | None
+    precision: float | None
+    recall: float | None
     n_scored: int
     n_sentence_f1: int
     n_short: int
@@ -192,10 +199,13 @@ def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
 
-def _micro(scores: Sequence[SentenceScore]) -> tuple[float, float, float]:
+def _micro(scores: Sequence[SentenceScore]) -> tuple[float | None, float | None, float | None]:
+    """Corpus precision, recall, F1 in percent; all ``None`` (0/0) when there is no span at all."""
     tp = sum(s.n_match for s in scores)
     n_pred = sum(s.n_pred for s in scores)
     n_gold = sum(s.n_gold for s in scores)
+    if n_pred == 0 and n_gold == 0:
+        return None, None, None
     p = tp / n_pred if n_pred else 0.0
     r = tp / n_gold if n_gold else 0.0
     return 100 * p, 100 * r, 100 * _f1(p, r)
@@ -203,6 +213,10 @@ def _micro(scores: Sequence[SentenceScore]) -> tuple[float, float, float]:
 
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _mean_or_none(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
 
 
 def summarize(scores: Sequence[SentenceScore], convention: Convention, empty_gold: str,
@@ -220,11 +234,11 @@ def summarize(scores: Sequence[SentenceScore], convention: Convention, empty_gol
         buckets.append(BucketScore(
             low=low, high=high, n=len(members), n_sentence_f1=len(f1s),
             sentence_f1=_mean(f1s) if f1s else None,
-            corpus_f1=_micro(members)[2] if any(s.n_gold or s.n_pred for s in members) else None,
+            corpus_f1=_micro(members)[2],
             pred_spans_per_sentence=_mean([s.n_pred for s in members]),
             gold_spans_per_sentence=_mean([s.n_gold for s in members])))
     return ScoreReport(
-        convention=convention, empty_gold=empty_gold, sentence_f1=_mean(in_avg), corpus_f1=f,
+        convention=convention, empty_gold=empty_gold, sentence_f1=_mean_or_none(in_avg), corpus_f1=f,
         precision=p, recall=r, n_scored=len(scores), n_sentence_f1=len(in_avg),
         n_short=sum(1 for s in scores if s.length < convention.min_length),
         pred_spans_per_sentence=_mean([s.n_pred for s in scores]),
@@ -552,8 +566,13 @@ _AVERAGED = ("sentence_f1", "corpus_f1", "precision", "recall", "pred_spans_per_
 def average_reports(reports: Sequence[ScoreReport], seeds: list[int]) -> ScoreReport:
     """Mean (and std) over reports of the same sentences, e.g. random baselines with several seeds."""
     first = reports[0]
-    mean = {k: float(np.mean([getattr(r, k) for r in reports])) for k in _AVERAGED}
-    std = {k: float(np.std([getattr(r, k) for r in reports])) for k in _AVERAGED}
+
+    def over_seeds(key: str, reduce: Callable[[list[float]], float]) -> float | None:
+        values = [getattr(r, key) for r in reports]
+        return None if any(v is None for v in values) else float(reduce(values))
+
+    mean = {k: over_seeds(k, np.mean) for k in _AVERAGED}
+    std = {k: v for k in _AVERAGED if (v := over_seeds(k, np.std)) is not None}
     buckets = []
     for i, b in enumerate(first.by_length):
         def avg(attr: str) -> float | None:
@@ -572,13 +591,16 @@ def average_reports(reports: Sequence[ScoreReport], seeds: list[int]) -> ScoreRe
 def format_report(report: ScoreReport, gold: str = "") -> str:
     """Human-readable text of a report (convention named, counts, length breakdown)."""
     def pct(x: float | None) -> str:
-        return "  n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:5.1f}"
+        return "undefined" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:5.1f}"
 
     std = report.std or {}
 
     def with_std(key: str) -> str:
         value = pct(getattr(report, key))
         return f"{value} ± {std[key]:.1f}" if key in std else value
+
+    def per_sentence(x: float) -> str:
+        return "  n/a" if math.isnan(x) else f"{x:5.2f}"
 
     lines = [
         f"convention     {report.convention.name}: {report.convention.description}",
@@ -591,7 +613,8 @@ def format_report(report: ScoreReport, gold: str = "") -> str:
         f">= {report.convention.min_length}; empty gold span sets: {report.empty_gold} rule)",
         f"corpus F1      {with_std('corpus_f1')}   (micro-averaged over spans)",
         f"corpus P / R   {with_std('precision')} / {with_std('recall')}",
-        f"spans/sentence pred {report.pred_spans_per_sentence:.2f}   gold {report.gold_spans_per_sentence:.2f}",
+        f"spans/sentence pred {per_sentence(report.pred_spans_per_sentence)}   "
+        f"gold {per_sentence(report.gold_spans_per_sentence)}",
         f"sentences      scored {report.n_scored} ({report.n_short} shorter than {report.convention.min_length}), "
         f"skipped {report.n_skipped}" + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(report.skipped.items()))})"
                                          if report.skipped else "")

@@ -377,3 +377,39 @@ def test_cli_split_filters_predictions_against_a_whole_gold_file(tmp_path, capsy
     code = main(["score", "trees", "--gold", str(gold), "--baseline", "left", "--split", "test",
                  "--convention", "standard"])
     assert code == 2 and "--split test applies to" in capsys.readouterr().err
+
+
+def test_no_spans_at_all_is_undefined_not_zero(tmp_path, capsys):
+    # two-word sentences under standard: no gold span and no predicted span anywhere
+    golds = [record("(S (NP (NNS Dogs)) (VP (VBP bark)))"), record("(S (NP (NNS Cats)) (VP (VBP purr)))")]
+    preds = [pred("(S Dogs bark)"), pred("(S Cats purr)")]
+    report = score_trees(preds, golds, "standard")
+    assert report.corpus_f1 is None and report.precision is None and report.recall is None
+    assert report.sentence_f1 == 100.0  # PRPN rule: empty gold and empty prediction score 1
+    skip = score_trees(preds, golds, "standard", empty_gold="skip")
+    assert skip.sentence_f1 is None and skip.n_sentence_f1 == 0
+    assert skip.to_dict()["sentence_f1"] is None and skip.to_dict()["corpus_f1"] is None
+    # one side empty is defined: nothing predicted against gold spans gives F1 0
+    some = score_trees([pred("(S the dog chased a cat)")], [record(DOG)], "standard")
+    assert some.corpus_f1 == 0.0 and some.precision == 0.0 and some.recall == 0.0
+    gold = _write(tmp_path / "gold.txt", "(S (NP (NNS Dogs)) (VP (VBP bark)))\n")
+    code = main(["score", "trees", "--gold", str(gold), "--baseline", "random", "--convention", "standard",
+                 "--empty-gold", "skip", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["corpus_f1"] is None and out["sentence_f1"] is None and out["recall"] is None
+    code = main(["score", "trees", "--gold", str(gold), "--baseline", "right", "--convention", "standard"])
+    text = capsys.readouterr().out
+    assert code == 0 and "corpus F1      undefined" in text
+
+
+def test_empty_prediction_file_is_one_clear_line(tmp_path, capsys):
+    gold = _write(tmp_path / "gold.txt", DOG + "\n")
+    empty = _write(tmp_path / "empty.jsonl", "")
+    code = main(["score", "trees", "--gold", str(gold), "--pred", str(empty), "--convention", "standard"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.endswith("empty.jsonl: no predictions or manifest records (the file is empty)")
+    assert "empty.jsonl:1" not in err and len(err.splitlines()) == 1
+    blank = _write(tmp_path / "blank.jsonl", "\n\n")
+    code = main(["score", "trees", "--gold", str(gold), "--pred", str(blank), "--convention", "standard"])
+    err = capsys.readouterr().err
+    assert code == 2 and "blank.jsonl: no predictions or manifest records (the file holds only blank lines)" in err

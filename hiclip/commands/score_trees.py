@@ -1,4 +1,4 @@
-"""``hiclip score trees``: unlabeled bracket F1 of predicted (or baseline) trees against references.
+"""``hiclip score trees``: bracket F1 of predicted (or baseline) trees against references.
 
 Examples::
 
@@ -6,10 +6,11 @@ Examples::
     hiclip score trees --gold $HICLIP_DATA/coco_captions_parsed/dev_trees.txt --baseline random --convention vgnsl
     hiclip score trees --gold data/shapes --split test --pred runs/x/predictions.jsonl --convention vgnsl --json
     hiclip score trees --pred runs/x/predictions.jsonl --silver --convention standard
+    hiclip score trees --gold $HICLIP_DATA/ptb_sample/treebank/combined --baseline right --convention evalb
 
 With ``--pred`` the four trivial baselines are scored on the very same sentences and printed
 alongside (``--no-baselines`` turns that off). The work is ``induction.tree_evaluation``;
-conventions and metrics: ``induction.spans`` and ``induction.tree_scoring``.
+conventions and metrics: ``induction.spans``, ``induction.tree_scoring`` and ``induction.evalb``.
 """
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ import json
 import sys
 
 from hiclip.data.trees import FORMATS
+from induction.evalb import EVALB
 from induction.spans import CONVENTIONS
 from induction.tree_scoring import BASELINES, EMPTY_GOLD_POLICIES, RANDOM_SCHEMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``hiclip score trees``."""
-    parser.description = "Unlabeled bracket F1 (sentence- and corpus-level) under a named convention."
+    parser.description = ("Bracket F1 under a named convention: unlabeled sentence- and corpus-level F1 "
+                          "(standard, vgnsl), or EVALB's bracket counts (evalb, labeled with --labeled).")
     parser.add_argument("--gold", help="reference trees: .mrg file or folder, one tree per line, VG-NSL "
                                        "unlabeled trees, the VG-NSL join .json, or a dataset manifest; with "
                                        "--silver, any file of sentences (plain text too)")
@@ -40,9 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred-format", choices=("auto",) + FORMATS, default="auto", help="format of --pred")
     parser.add_argument("--tree-key", help="take each prediction's tree from trees[KEY] (e.g. binary) "
                                            "instead of tree")
-    parser.add_argument("--convention", choices=tuple(CONVENTIONS), required=True,
+    parser.add_argument("--convention", choices=(*CONVENTIONS, EVALB), required=True,
                         help="standard: Kim et al. 2019 (punctuation dropped, trivial spans discarded, "
-                             "sentence F1); vgnsl: Shi et al. 2019 (whole-caption span counted, corpus F1)")
+                             "sentence F1); vgnsl: Shi et al. 2019 (whole-caption span counted, corpus F1); "
+                             "evalb: what the C EVALB counts with COLLINS.prm (every bracket as a multiset, "
+                             "bracket F1; unlabeled unless --labeled)")
+    parser.add_argument("--labeled", action="store_true",
+                        help="with --convention evalb: labeled bracketing (COLLINS.prm's LABELED 1, "
+                             "ADVP = PRT); the default is LABELED 0, since predicted trees carry no labels")
     parser.add_argument("--split", help="only records of this split (manifest, prediction JSONL, VG-NSL .json)")
     parser.add_argument("--silver", nargs="?", const="spacy", choices=("spacy", "benepar"),
                         help="use silver trees as gold: parse the sentences of --gold (or, without --gold, "
@@ -54,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shift-reduce coin flips")
     parser.add_argument("--empty-gold", choices=EMPTY_GOLD_POLICIES, default="prpn",
                         help="sentence F1 of a sentence with no gold spans: prpn = 1 if the prediction has "
-                             "none either, else 0 (default); skip = leave it out (compound-pcfg eval.py)")
+                             "none either, else 0 (default); skip = leave out a sentence whose gold or predicted set is empty "
+                             "(compound-pcfg's early eval.py)")
     parser.add_argument("--max-length", type=int, help="only sentences of at most this many tokens "
                                                        "(after the convention drops tokens)")
     parser.add_argument("--on-mismatch", choices=("raise", "skip"), default="raise",
@@ -81,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
                         silver_model=args.silver_model, on_error=args.on_error, on_mismatch=args.on_mismatch)
     options = TreeScoreOptions(convention=args.convention, empty_gold=args.empty_gold, seeds=args.seeds,
                                random_scheme=args.random_scheme, max_length=args.max_length,
-                               on_mismatch=args.on_mismatch, baselines=not args.no_baselines)
+                               on_mismatch=args.on_mismatch, baselines=not args.no_baselines,
+                               labeled=args.labeled)
     evaluation = evaluate_tree_files(inputs, options, args.baseline)
     if args.json:
         json.dump(evaluation.to_dict(), sys.stdout, indent=1)

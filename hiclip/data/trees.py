@@ -562,14 +562,15 @@ def detect_format(path: str | Path) -> str:
     if suffix == ".jsonl":
         if path.name == "manifest.jsonl":
             return "manifest"
-        for _, rec in jsonl_records(path):
+        for number, rec in jsonl_records(path):
             if "text" in rec:
                 return "predictions"
             if "captions" in rec:
                 return "manifest"
-            break
-        raise located(path, 1, "cannot tell a prediction JSONL ('text' entries) from a manifest "
-                               "('captions'): pass the format explicitly")
+            raise located(path, number, "cannot tell a prediction JSONL ('text' entries) from a manifest "
+                                        "('captions'): pass the format explicitly")
+        empty = "the file is empty" if path.stat().st_size == 0 else "the file holds only blank lines"
+        raise located(path, None, f"no predictions or manifest records ({empty})")
     first = next(((i, ln) for i, ln in enumerate(_read_text(path).splitlines(), 1) if ln.strip()), None)
     if first is None:
         raise located(path, None, "file is empty")
