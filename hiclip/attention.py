@@ -495,6 +495,7 @@ class HierarchicalAttention(nn.Module):
         key_valid: Tensor | None = None,
         prior: Tensor | None = None,
         need_weights: bool = False,
+        bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend.
 
@@ -508,6 +509,9 @@ class HierarchicalAttention(nn.Module):
             Constituent prior ``C`` (broadcast over heads).
         need_weights : bool
             Also return the head-averaged attention probabilities (after the prior).
+        bias : Tensor, optional
+            ``key_valid`` as :func:`hiclip.fused_attention.attention_bias` gives it, built once
+            per tower call for the fused path (made here when missing).
 
         Returns
         -------
@@ -522,6 +526,11 @@ class HierarchicalAttention(nn.Module):
         weights = None
         if prior is None and not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif not need_weights and not self.renormalize and _fused().fused_enabled():
+            fused = _fused()
+            if bias is None:
+                bias = fused.attention_bias(key_valid, self.heads, torch.float32)
+            out = fused.prior_attention(q, k, v, bias, prior)
         else:
             scale = self.head_dim**-0.5
             if mask is None:
@@ -538,6 +547,12 @@ class HierarchicalAttention(nn.Module):
                 weights = attn.mean(1)
         out = out.transpose(1, 2).reshape(B, N, width)
         return self.out_proj(out), weights
+
+
+def _fused():  # noqa: ANN202 - the module; imported late because it builds on this one
+    from hiclip import fused_attention
+
+    return fused_attention
 
 
 def _key_bias(key_valid: Tensor, dtype: torch.dtype) -> Tensor:

@@ -1,0 +1,476 @@
+"""The fused eager path of method.md 1-3: the numbers of :mod:`hiclip.attention`, in fewer, larger ops.
+
+:mod:`hiclip.attention` is the readable reference (and the test oracle); this module computes the
+same links, priors and attention with hand-written ``torch.autograd.Function`` s whose forward and
+backward passes are each a handful of large operations, so that an eager train step dispatches
+far fewer ops (on a GPU, each op is at least one kernel launch). The formulas are those of
+method.md; what differs is only how they are laid out:
+
+* :func:`neighbour_links` (method.md 1, steps 2-5): all neighbour scores of a layer come out of
+  one ``(B, N, N)`` product ``r h^T`` (``N^2 d`` work, a small part of the attention's), read at
+  the neighbour positions with one ``take``; the softmax runs over fixed neighbour slots with an
+  additive bias for missing neighbours; the symmetric links and the hierarchical constraint are
+  three element-wise ops. A :class:`NeighbourGraph` (built once per tower call) says where the
+  neighbours are, for a chain (:func:`chain_graph`) and a patch grid (:func:`grid_graph`) alike.
+* :func:`fused_text_prior` / :func:`fused_image_prior` (method.md 2): the log-product of the links
+  between two positions is a sum of log-links over a stretch of the chain, so all of them are one
+  matrix product of the log-links with a constant 0/1 matrix (:func:`_stretch_matrix`) instead of
+  prefix sums, differences and masks; the grid's one-turn paths multiply row and column stretches.
+* :func:`prior_attention` (method.md 3): ``(softmax(Q K^T / sqrt(d) + mask) * C) V``; it saves the
+  softmax, not the product with ``C``, which the backward pass recomputes (one fewer
+  ``(B, heads, N, N)`` tensor held per layer).
+
+:func:`fused_enabled` decides which path the towers take: the fused one in eager mode unless
+``HICLIP_ATTENTION=reference``; under ``torch.compile`` always the reference, which the compiler
+fuses itself.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hiclip.attention import REFERENCE_SELF_VALUE, _constant_mask, _grid_neighbour_mask
+from hiclip.config import COMBINE_RULES
+from hiclip.errors import HiCLIPError
+
+#: ``HICLIP_ATTENTION`` values: the fused path (default in eager mode) or the reference of hiclip.attention.
+IMPLEMENTATIONS = ("fused", "reference")
+# Added to the score of a missing neighbour: exp() of it is 0, and rows of missing neighbours only
+# (no neighbour at all) stay finite; their probabilities feed no existing link.
+_MISSING = -1e9
+
+
+def fused_enabled() -> bool:
+    """Whether the towers take the fused path: eager mode and ``HICLIP_ATTENTION`` unset or ``fused``."""
+    choice = os.environ.get("HICLIP_ATTENTION", "fused")
+    if choice not in IMPLEMENTATIONS:
+        raise HiCLIPError(f"HICLIP_ATTENTION={choice!r}: expected one of {list(IMPLEMENTATIONS)}")
+    return choice == "fused" and not torch.compiler.is_compiling()
+
+
+def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """Float32 (float64 stays float64): what the reference computes affinities and priors in."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+# --------------------------------------------------------------------------- neighbour links (method.md 1)
+
+
+@dataclass(frozen=True)
+class NeighbourGraph:
+    """Where each token's neighbours are, and which gaps link, for :func:`neighbour_links`.
+
+    Attributes
+    ----------
+    size : int
+        ``N``, the sequence length (scores are read from a ``(B, N, N)`` matrix).
+    scores : Tensor, shape (B, nodes, slots), long
+        Flat position in the ``(B, N, N)`` score matrix of each node's neighbour in each slot
+        (the node itself where the neighbour is missing; its bias removes it).
+    bias : Tensor, shape (B or 1, nodes, slots), float
+        0 for existing neighbours, a large negative number for missing ones.
+    pairs : Tensor, shape (B, 2, G), long
+        Flat positions in the ``(B, nodes, slots)`` probabilities of ``p_{u->v}`` and ``p_{v->u}``
+        for each gap ``(u, v)``.
+    limit : Tensor, shape (B, G), float, or None
+        1 on gaps that may link, 0 on the others (their link is 0); ``None``: every gap links.
+    """
+
+    size: int
+    scores: Tensor
+    bias: Tensor
+    pairs: Tensor
+    limit: Tensor | None
+
+
+@_constant_mask
+def _chain_indices(batch: int, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Slots (left, right) of every position of a chain of ``n``, and the two slots of every gap."""
+    u = torch.arange(n, device=device)
+    left = torch.where(u > 0, u - 1, u)
+    right = torch.where(u < n - 1, u + 1, u)
+    per_item = torch.stack((u * n + left, u * n + right), -1)  # (n, 2) into the (n, n) scores
+    offsets = torch.arange(batch, device=device).view(-1, 1, 1)
+    scores = per_item + offsets * (n * n)
+    k = torch.arange(n - 1, device=device)
+    gap = torch.stack((k * 2 + 1, (k + 1) * 2), 0)  # p_{k->k+1} (right slot of k), p_{k+1->k} (left of k+1)
+    return scores, gap + offsets * (n * 2)
+
+
+def chain_graph(gap_valid: Tensor) -> NeighbourGraph:
+    """The graph of a text batch: token ``k`` and ``k+1`` are neighbours where ``gap_valid`` (B, N-1)."""
+    B, gaps = gap_valid.shape
+    n = gaps + 1
+    scores, pairs = _chain_indices(B, n, gap_valid.device)
+    pad = gap_valid.new_zeros(B, 1)
+    exists = torch.stack((torch.cat((pad, gap_valid), 1), torch.cat((gap_valid, pad), 1)), -1)
+    bias = torch.zeros(exists.shape, dtype=torch.float32, device=gap_valid.device).masked_fill_(~exists, _MISSING)
+    return NeighbourGraph(n, scores, bias, pairs, gap_valid.to(torch.float32))
+
+
+@_constant_mask
+def _grid_indices(batch: int, height: int, width: int, start: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    n = start + height * width
+    p = torch.arange(height * width, device=device)
+    exists = _grid_neighbour_mask(height, width, device).view(-1, 4)  # right, left, down, up
+    neighbour = torch.stack((p + 1, p - 1, p + width, p - width), -1).where(exists, p.view(-1, 1))
+    per_item = (start + p.view(-1, 1)) * n + start + neighbour
+    offsets = torch.arange(batch, device=device).view(-1, 1, 1)
+    rows = torch.arange(height, device=device).view(-1, 1)
+    h_left = (rows * width + torch.arange(width - 1, device=device)).flatten()  # gap (r, c)-(r, c+1)
+    v_top = torch.arange((height - 1) * width, device=device)  # gap (r, c)-(r+1, c)
+    first = torch.cat((h_left * 4, v_top * 4 + 2))
+    second = torch.cat(((h_left + 1) * 4 + 1, (v_top + width) * 4 + 3))
+    pairs = torch.stack((first, second), 0) + offsets * (height * width * 4)
+    bias = torch.zeros(1, height * width, 4, device=device).masked_fill_(~exists, _MISSING)
+    return per_item + offsets * (n * n), bias, pairs
+
+
+def grid_graph(batch: int, height: int, width: int, start: int, device: torch.device) -> NeighbourGraph:
+    """The graph of an ``H x W`` patch grid after ``start`` leading tokens (a ViT's CLS).
+
+    Gaps are ordered as the flat links of :func:`split_grid_links`: the ``h`` links row-major,
+    then the ``v`` links row-major.
+    """
+    scores, bias, pairs = _grid_indices(batch, height, width, start, device)
+    return NeighbourGraph(start + height * width, scores, bias, pairs, None)
+
+
+def split_grid_links(links: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Flat grid links (B, H(W-1) + (H-1)W) -> ``h`` (B, H, W-1) and ``v`` (B, H-1, W) views."""
+    split = height * (width - 1)
+    return links[:, :split].view(-1, height, width - 1), links[:, split:].view(-1, height - 1, width)
+
+
+@_constant_mask
+def _scalar_one(dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.ones((), dtype=dtype, device=device)
+
+
+class _NeighbourLinks(torch.autograd.Function):
+    """Scores -> neighbour softmax -> symmetric link -> hierarchical constraint, and the gradients."""
+
+    @staticmethod
+    def forward(ctx, r: Tensor, h: Tensor, previous: Tensor | None, graph: NeighbourGraph,  # type: ignore[override]
+                eps: float) -> Tensor:
+        dtype = _compute_dtype(r, h)
+        with torch.autocast(r.device.type, enabled=False):
+            r32, h32 = r.to(dtype), h.to(dtype)
+            scores = torch.bmm(r32, h32.transpose(1, 2))  # (B, N, N); only the neighbours are read
+            probs = (scores.take(graph.scores) + graph.bias).softmax(-1)  # p_{u->v} per node and slot
+            pair = probs.take(graph.pairs)  # (B, 2, G): p_{u->v}, p_{v->u}
+            root = pair.prod(1).add_(eps).sqrt_()
+            limit = graph.limit if graph.limit is not None else _scalar_one(dtype, r.device)
+            current = torch.minimum(root, limit.to(dtype))  # capped at 1; 0 where the gap takes no part
+            if previous is None:
+                links = current
+            else:  # a^l = a^{l-1} + (1 - a^{l-1}) a~^l
+                links = torch.lerp(current, _scalar_one(dtype, r.device), previous.to(dtype))
+        ctx.save_for_backward(r32, h32, probs, pair, root, current, limit, previous)
+        ctx.graph, ctx.dtypes, ctx.n = graph, (r.dtype, h.dtype), scores.shape
+        return links
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        r, h, probs, pair, root, current, limit, previous = ctx.saved_tensors
+        graph: NeighbourGraph = ctx.graph
+        grad = grad.to(r.dtype)
+        grad_previous = None
+        if previous is not None:
+            grad_previous = (grad * (1.0 - current)).to(previous.dtype) if ctx.needs_input_grad[2] else None
+            grad = grad * (1.0 - previous.to(r.dtype))
+        # d sqrt(p p' + eps) = (p' dp + p dp') / (2 sqrt(.)); nothing flows where the cap or the 0 is taken
+        grad_root = (grad / (root * 2.0)).masked_fill_(root > limit, 0.0)
+        grad_pair = grad_root.unsqueeze(1) * pair.flip(1)
+        grad_probs = torch.zeros_like(probs).put_(graph.pairs, grad_pair)
+        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        grad_matrix = torch.zeros(ctx.n, dtype=r.dtype, device=r.device).put_(graph.scores, grad_scores,
+                                                                              accumulate=True)
+        grad_r = torch.bmm(grad_matrix, h).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
+        grad_h = torch.bmm(grad_matrix.transpose(1, 2), r).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None
+        return grad_r, grad_h, grad_previous, None, None
+
+
+def neighbour_links(r: Tensor, h: Tensor, graph: NeighbourGraph, previous: Tensor | None = None,
+                    eps: float = 1e-6) -> Tensor:
+    """One layer's accumulated links (method.md 1, steps 2-5) from folded queries and keys.
+
+    Parameters
+    ----------
+    r, h : Tensor, shape (B, N, d)
+        As :meth:`hiclip.attention._NeighbourAffinity.queries_and_keys` gives them
+        (``r_u . h_v = s q_u . k_v``).
+    graph : NeighbourGraph
+    previous : Tensor, shape (B, G), optional
+        Links of the layer below.
+    eps : float
+        Added inside the square root of the symmetric link.
+
+    Returns
+    -------
+    links : Tensor, shape (B, G), float32 (float64 for float64 input)
+        In ``(0, 1]`` on the gaps that link, 0 on the others; never smaller than ``previous``.
+    """
+    return _NeighbourLinks.apply(r, h, previous, graph, eps)
+
+
+# --------------------------------------------------------------------------- priors (method.md 2)
+
+
+@_constant_mask
+def _stretch_matrix(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(n-1, n*n) 0/1: ``Z[k, i*n + j] = 1`` when gap ``k`` lies between positions ``i`` and ``j``.
+
+    ``log_links @ Z`` is, for every pair ``(i, j)``, the log of the product of the links between
+    them: ``log C_ij`` of method.md 2, all pairs in one product.
+    """
+    k = torch.arange(n - 1, device=device).view(-1, 1, 1)
+    i = torch.arange(n, device=device).view(1, -1, 1)
+    j = torch.arange(n, device=device).view(1, 1, -1)
+    return ((torch.minimum(i, j) <= k) & (k < torch.maximum(i, j))).to(dtype).view(n - 1, n * n)
+
+
+@dataclass(frozen=True)
+class TextPriorMasks:
+    """What :func:`fused_text_prior` needs of a text batch, built once per tower call by :func:`text_prior_masks`.
+
+    Attributes
+    ----------
+    floor : Tensor, shape (B, T-1)
+        Links are raised to it before the log: 1 on gaps inside a word (never split), ``eps`` elsewhere.
+    fill : Tensor, shape (B, T, T)
+        1 on the SOT/EOT rows and columns of real tokens (``REFERENCE_SELF_VALUE`` on word
+        diagonals with ``keep_reference_self``), 0 elsewhere.
+    keep : Tensor, shape (B, T, T)
+        1 where ``C`` is the product of links (two real tokens, neither special), 0 elsewhere.
+    """
+
+    floor: Tensor
+    fill: Tensor
+    keep: Tensor
+
+
+def text_prior_masks(intra_word: Tensor, special: Tensor, valid: Tensor, eps: float = 1e-6,
+                     keep_reference_self: bool = False) -> TextPriorMasks:
+    """The masks of :func:`hiclip.attention.text_prior` as the terms of ``C = fill + keep * prod(links)``."""
+    pair_valid = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    pair_special = special.unsqueeze(-1) | special.unsqueeze(-2)
+    keep = pair_valid & ~pair_special
+    fill = (pair_valid & pair_special).to(torch.float32)
+    if keep_reference_self:
+        words = torch.diag_embed(valid & ~special)
+        keep = keep & ~words
+        fill = fill.masked_fill(words, REFERENCE_SELF_VALUE)
+    floor = torch.full(intra_word.shape, eps, device=intra_word.device).masked_fill_(intra_word, 1.0)
+    return TextPriorMasks(floor, fill, keep.to(torch.float32))
+
+
+class _TextPrior(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, links: Tensor, masks: TextPriorMasks) -> Tensor:  # type: ignore[override]
+        dtype = _compute_dtype(links)
+        B, gaps = links.shape
+        stretch = _stretch_matrix(gaps + 1, dtype, links.device)
+        raised = torch.maximum(links.to(dtype), masks.floor.to(dtype))
+        products = torch.mm(raised.log(), stretch).exp_().view(B, gaps + 1, gaps + 1)
+        ctx.save_for_backward(links, raised, products)
+        ctx.masks = masks
+        return torch.addcmul(masks.fill.to(dtype), products, masks.keep.to(dtype))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None]:  # type: ignore[override]
+        links, raised, products = ctx.saved_tensors
+        B, n = products.shape[:2]
+        grad_logs = grad.to(products.dtype) * ctx.masks.keep.to(products.dtype) * products
+        grad_links = torch.mm(grad_logs.view(B, n * n), _stretch_matrix(n, products.dtype, links.device).t())
+        grad_links = grad_links.div_(raised).masked_fill_(raised != links, 0.0)  # the floor took over
+        return grad_links.to(links.dtype), None
+
+
+def fused_text_prior(links: Tensor, masks: TextPriorMasks) -> Tensor:
+    """:func:`hiclip.attention.text_prior` of token links (B, T-1): ``C`` (B, T, T), float32."""
+    return _TextPrior.apply(links, masks)
+
+
+@_constant_mask
+def _grid_stretches(height: int, width: int, combine: str, dtype: torch.dtype,
+                    device: torch.device) -> tuple[Tensor, Tensor]:
+    """(G, H W^2 + W H^2) matrix and offset giving the row and column stretch logs of the flat grid links.
+
+    Row stretches ``[r, c1, c2]`` (the ``h`` links of row ``r`` between columns ``c1`` and ``c2``)
+    come first, then column stretches ``[c, r1, r2]``. The combine rule's constants are folded in:
+    ``geometric`` halves every log (``sqrt(HV VH)`` is the product of the four square-rooted
+    stretches); ``mean`` adds ``log 1/2`` to the column stretches (each path has one).
+    """
+    row, col = _stretch_matrix(width, dtype, device), _stretch_matrix(height, dtype, device)
+    gh, gv = height * (width - 1), (height - 1) * width
+    matrix = torch.zeros(gh + gv, height * width * width + width * height * height, dtype=dtype, device=device)
+    rows = matrix[:gh, : height * width * width].view(height, width - 1, height, width * width)
+    cols = matrix[gh:, height * width * width :].view(height - 1, width, width, height * height)
+    for r in range(height):
+        rows[r, :, r] = row
+    for c in range(width):
+        cols[:, c, c] = col
+    offset = torch.zeros(matrix.shape[1], dtype=dtype, device=device)
+    if combine == "geometric":
+        matrix *= 0.5
+    elif combine == "mean":
+        offset[height * width * width :] = math.log(0.5)
+    return matrix, offset
+
+
+def _path_factors(stretches: Tensor, height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Broadcastable views over ``[r1, c1, r2, c2]`` of the four stretches of the two one-turn paths.
+
+    Returns ``(row_r1, col_c2, col_c1, row_r2)``: HV = ``row_r1 * col_c2``, VH = ``col_c1 * row_r2``.
+    """
+    B = stretches.shape[0]
+    split = height * width * width
+    row = stretches[:, :split].view(B, height, width, width)  # [r, c1, c2]
+    col = stretches[:, split:].view(B, width, height, height)  # [c, r1, r2]
+    return (row.unsqueeze(3), col.permute(0, 2, 3, 1).unsqueeze(2),
+            col.permute(0, 2, 1, 3).unsqueeze(4), row.permute(0, 2, 1, 3).unsqueeze(1))
+
+
+def _tie_weights(first: Tensor, second: Tensor, larger: bool) -> Tensor:
+    """Share of the gradient of ``max`` (``larger``) or ``min`` that goes to ``first``; ties split it."""
+    wins = first > second if larger else first < second
+    return wins.to(first.dtype).add_((first == second).to(first.dtype), alpha=0.5)
+
+
+class _ImagePrior(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, links: Tensor, height: int, width: int, combine: str, eps: float,  # type: ignore[override]
+                keep_reference_self: bool) -> Tensor:
+        dtype = _compute_dtype(links)
+        matrix, offset = _grid_stretches(height, width, combine, dtype, links.device)
+        raised = links.to(dtype).clamp_min(eps)
+        stretches = torch.addmm(offset, raised.log(), matrix).exp_()
+        row_r1, col_c2, col_c1, row_r2 = _path_factors(stretches, height, width)
+        hv = row_r1 * col_c2
+        if combine == "mean":  # (HV + VH) / 2, the halves folded into the column stretches
+            prior = torch.addcmul(hv, col_c1, row_r2)
+        elif combine == "geometric":
+            prior = hv * col_c1 * row_r2
+        else:
+            prior = (torch.maximum if combine == "max" else torch.minimum)(hv, col_c1 * row_r2)
+        prior = prior.reshape(-1, height * width, height * width)
+        if keep_reference_self:
+            prior.diagonal(dim1=-2, dim2=-1).fill_(REFERENCE_SELF_VALUE)
+        ctx.save_for_backward(links, raised, stretches)
+        ctx.shape = height, width, combine, keep_reference_self
+        return torch.nn.functional.pad(prior, (1, 0, 1, 0), value=1.0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        links, raised, stretches = ctx.saved_tensors
+        height, width, combine, keep_reference_self = ctx.shape
+        B = links.shape[0]
+        grad = grad[:, 1:, 1:].to(stretches.dtype)
+        if keep_reference_self:
+            grad = grad.clone()
+            grad.diagonal(dim1=-2, dim2=-1).zero_()
+        grad = grad.view(B, height, width, height, width)
+        row_r1, col_c2, col_c1, row_r2 = _path_factors(stretches, height, width)
+        if combine == "mean":
+            grad_hv = grad_vh = grad
+        elif combine == "geometric":
+            hv, vh = row_r1 * col_c2, col_c1 * row_r2
+            grad_hv, grad_vh = grad * vh, grad * hv
+        else:
+            share = _tie_weights(row_r1 * col_c2, col_c1 * row_r2, combine == "max")
+            grad_hv = grad * share
+            grad_vh = grad - grad_hv
+        grad_stretches = torch.empty_like(stretches)
+        split = height * width * width
+        grad_row = grad_stretches[:, :split].view(B, height, width, width)  # [r, c1, c2]
+        grad_col = grad_stretches[:, split:].view(B, width, height, height)  # [c, r1, r2]
+        torch.sum(grad_hv * col_c2, 3, out=grad_row)  # HV through row r1
+        grad_row.add_((grad_vh * col_c1).sum(1).permute(0, 2, 1, 3))  # VH through row r2
+        torch.sum(grad_hv * row_r1, 2, out=grad_col.permute(0, 2, 3, 1))  # HV through column c2
+        grad_col.add_((grad_vh * row_r2).sum(4).permute(0, 2, 1, 3))  # VH through column c1
+        matrix, _ = _grid_stretches(height, width, combine, stretches.dtype, links.device)
+        grad_links = torch.mm(grad_stretches.mul_(stretches), matrix.t())
+        grad_links = grad_links.div_(raised).masked_fill_(raised != links, 0.0)
+        return grad_links.to(links.dtype), None, None, None, None, None
+
+
+def fused_image_prior(links: Tensor, height: int, width: int, combine: str = "mean", eps: float = 1e-6,
+                      keep_reference_self: bool = False) -> Tensor:
+    """:func:`hiclip.attention.image_prior` of flat grid links (B, H(W-1) + (H-1)W): (B, 1+HW, 1+HW)."""
+    if combine not in COMBINE_RULES:
+        raise HiCLIPError(f"combine: {combine!r} is not one of {list(COMBINE_RULES)}")
+    return _ImagePrior.apply(links, height, width, combine, eps, keep_reference_self)
+
+
+# --------------------------------------------------------------------------- attention (method.md 3)
+
+
+@_constant_mask
+def _scalar_zero(dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.zeros((), dtype=dtype, device=device)
+
+
+def attention_bias(key_valid: Tensor | None, heads: int, dtype: torch.dtype) -> Tensor | None:
+    """Additive mask of :func:`prior_attention`: (B*heads, 1 or N, N), 0 for allowed keys, ``-inf`` else.
+
+    ``key_valid`` (B, N) (keys) or (B, N, N) (query-key pairs); built once per tower call.
+    """
+    if key_valid is None:
+        return None
+    mask = key_valid[:, None, None, :] if key_valid.dim() == 2 else key_valid[:, None]
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    B = key_valid.shape[0]
+    return bias.expand(B, heads, *bias.shape[2:]).reshape(B * heads, *bias.shape[2:])
+
+
+class _PriorAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, prior: Tensor) -> Tensor:  # type: ignore[override]
+        B, H, N, dh = q.shape
+        scale = dh**-0.5
+        with torch.autocast(q.device.type, enabled=False):
+            q3, k3, v3 = torch.stack((q, k, v)).view(3, B * H, N, dh).unbind(0)
+            base = _scalar_zero(q.dtype, q.device) if bias is None else bias.to(q.dtype)
+            probs = torch.baddbmm(base, q3, k3.transpose(1, 2), beta=0.0 if bias is None else 1.0,
+                                  alpha=scale).softmax(-1)
+            c = prior.to(q.dtype).unsqueeze(1)
+            out = torch.bmm((probs.view(B, H, N, N) * c).view(B * H, N, N), v3)
+        ctx.save_for_backward(q3, k3, v3, probs, prior)
+        return out.view(B, H, N, dh)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        q3, k3, v3, probs, prior = ctx.saved_tensors
+        B, H, N, dh = grad.shape
+        scale = dh**-0.5
+        grad = grad.to(q3.dtype).reshape(B * H, N, dh)
+        c = prior.to(q3.dtype).unsqueeze(1)
+        weighted = (probs.view(B, H, N, N) * c).view(B * H, N, N)  # recomputed, not saved
+        grad_v = torch.bmm(weighted.transpose(1, 2), grad)
+        grad_weighted = torch.bmm(grad, v3.transpose(1, 2)).view(B, H, N, N)
+        grad_prior = None
+        if ctx.needs_input_grad[4]:
+            grad_prior = (grad_weighted * probs.view(B, H, N, N)).sum(1).to(prior.dtype)
+        grad_scores = torch._softmax_backward_data((grad_weighted * c).view(B * H, N, N), probs, -1, probs.dtype)
+        zero = _scalar_zero(q3.dtype, q3.device)
+        grad_q = torch.baddbmm(zero, grad_scores, k3, beta=0.0, alpha=scale)
+        grad_k = torch.baddbmm(zero, grad_scores.transpose(1, 2), q3, beta=0.0, alpha=scale)
+        return grad_q.view(B, H, N, dh), grad_k.view(B, H, N, dh), grad_v.view(B, H, N, dh), None, grad_prior
+
+
+def prior_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, prior: Tensor) -> Tensor:
+    """``(softmax(q k^T / sqrt(d_h) + bias) * C) v``, method.md 3 without renormalisation.
+
+    ``q``, ``k``, ``v`` (B, heads, N, d_h); ``bias`` from :func:`attention_bias` or None;
+    ``prior`` ``C`` (B, N, N). Returns (B, heads, N, d_h).
+    """
+    return _PriorAttention.apply(q, k, v, bias, prior)
