@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hiclip.attention import REFERENCE_SELF_VALUE, _constant_mask, _grid_neighbour_mask
+from hiclip.attention import REFERENCE_SELF_VALUE, _constant_mask, _grid_neighbour_mask, _NeighbourAffinity
 from hiclip.config import COMBINE_RULES
 from hiclip.errors import HiCLIPError
 
@@ -152,71 +152,91 @@ def _scalar_one(dtype: torch.dtype, device: torch.device) -> Tensor:
 
 
 class _NeighbourLinks(torch.autograd.Function):
-    """Scores -> neighbour softmax -> symmetric link -> hierarchical constraint, and the gradients."""
+    """LayerNorm, folded queries, scores -> neighbour softmax -> symmetric link -> hierarchical
+    constraint, and the gradients of all of it."""
 
     @staticmethod
-    def forward(ctx, r: Tensor, h: Tensor, previous: Tensor | None, graph: NeighbourGraph,  # type: ignore[override]
-                eps: float) -> Tensor:
-        dtype = _compute_dtype(r, h)
-        with torch.autocast(r.device.type, enabled=False):
-            r32, h32 = r.to(dtype), h.to(dtype)
-            scores = torch.bmm(r32, h32.transpose(1, 2))  # (B, N, N); only the neighbours are read
+    def forward(ctx, x: Tensor, ln_weight: Tensor, ln_bias: Tensor, q_weight: Tensor, q_bias: Tensor,  # type: ignore[override]
+                k_weight: Tensor, previous: Tensor | None, graph: NeighbourGraph, scale: float, eps: float,
+                ln_eps: float) -> Tensor:
+        dtype = _compute_dtype(x)
+        B, N, d = x.shape
+        with torch.autocast(x.device.type, enabled=False):  # float32 throughout, as the reference's scores
+            x32 = x.to(dtype)
+            h, mean, rstd = torch.native_layer_norm(x32, (d,), ln_weight.to(dtype), ln_bias.to(dtype), ln_eps)
+            # r = s (h W_q^T + b_q) W_k, so that r_u . h_v = s q_u . k_v (hiclip.attention._neighbour_queries)
+            fold = torch.mm(q_weight.t().to(dtype), k_weight.to(dtype))
+            r = torch.addmm(torch.mv(k_weight.t().to(dtype), q_bias.to(dtype)), h.view(B * N, d), fold,
+                            beta=scale, alpha=scale).view(B, N, d)
+            scores = torch.bmm(r, h.transpose(1, 2))  # (B, N, N); only the neighbours are read
             probs = (scores.take(graph.scores) + graph.bias).softmax(-1)  # p_{u->v} per node and slot
             pair = probs.take(graph.pairs)  # (B, 2, G): p_{u->v}, p_{v->u}
             root = pair.prod(1).add_(eps).sqrt_()
-            limit = graph.limit if graph.limit is not None else _scalar_one(dtype, r.device)
+            limit = graph.limit if graph.limit is not None else _scalar_one(dtype, x.device)
             current = torch.minimum(root, limit.to(dtype))  # capped at 1; 0 where the gap takes no part
             if previous is None:
                 links = current
             else:  # a^l = a^{l-1} + (1 - a^{l-1}) a~^l
-                links = torch.lerp(current, _scalar_one(dtype, r.device), previous.to(dtype))
-        ctx.save_for_backward(r32, h32, probs, pair, root, current, limit, previous)
-        ctx.graph, ctx.dtypes, ctx.n = graph, (r.dtype, h.dtype), scores.shape
+                links = torch.lerp(current, _scalar_one(dtype, x.device), previous.to(dtype))
+        ctx.save_for_backward(x32, ln_weight, ln_bias, q_weight, q_bias, k_weight, mean, rstd, h, r, fold,
+                              probs, pair, root, current, limit, previous)
+        ctx.graph, ctx.scale, ctx.x_dtype = graph, scale, x.dtype
         return links
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        r, h, probs, pair, root, current, limit, previous = ctx.saved_tensors
+        (x, ln_weight, ln_bias, q_weight, q_bias, k_weight, mean, rstd, h, r, fold,
+         probs, pair, root, current, limit, previous) = ctx.saved_tensors
         graph: NeighbourGraph = ctx.graph
-        grad = grad.to(r.dtype)
+        B, N, d = x.shape
+        dtype = x.dtype
+        grad = grad.to(dtype)
         grad_previous = None
         if previous is not None:
-            grad_previous = (grad * (1.0 - current)).to(previous.dtype) if ctx.needs_input_grad[2] else None
-            grad = grad * (1.0 - previous.to(r.dtype))
+            grad_previous = (grad * (1.0 - current)).to(previous.dtype) if ctx.needs_input_grad[6] else None
+            grad = grad * (1.0 - previous.to(dtype))
         # d sqrt(p p' + eps) = (p' dp + p dp') / (2 sqrt(.)); nothing flows where the cap or the 0 is taken
         grad_root = (grad / (root * 2.0)).masked_fill_(root > limit, 0.0)
-        grad_pair = grad_root.unsqueeze(1) * pair.flip(1)
-        grad_probs = torch.zeros_like(probs).put_(graph.pairs, grad_pair)
-        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
-        grad_matrix = torch.zeros(ctx.n, dtype=r.dtype, device=r.device).put_(graph.scores, grad_scores,
+        grad_probs = torch.zeros_like(probs).put_(graph.pairs, grad_root.unsqueeze(1) * pair.flip(1))
+        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, dtype)
+        grad_matrix = torch.zeros(B, N, N, dtype=dtype, device=x.device).put_(graph.scores, grad_scores,
                                                                               accumulate=True)
-        grad_r = torch.bmm(grad_matrix, h).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
-        grad_h = torch.bmm(grad_matrix.transpose(1, 2), r).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None
-        return grad_r, grad_h, grad_previous, None, None
+        scale = ctx.scale
+        grad_r = torch.bmm(grad_matrix, h).view(B * N, d)
+        grad_h = torch.addmm(torch.bmm(grad_matrix.transpose(1, 2), r).view(B * N, d), grad_r, fold.t(),
+                             alpha=scale).view(B, N, d)  # through the scores' keys, then through r
+        grad_fold = torch.mm(h.view(B * N, d).t(), grad_r).mul_(scale)
+        grad_bias = grad_r.sum(0).mul_(scale)  # of the folded bias b_q W_k
+        grad_x, grad_ln_weight, grad_ln_bias = torch.ops.aten.native_layer_norm_backward(
+            grad_h, x, (d,), mean, rstd, ln_weight.to(dtype), ln_bias.to(dtype), [True, True, True])
+        grad_q_weight = torch.mm(k_weight.to(dtype), grad_fold.t())
+        grad_k_weight = torch.addr(torch.mm(q_weight.to(dtype), grad_fold), q_bias.to(dtype), grad_bias)
+        grad_q_bias = torch.mv(k_weight.to(dtype), grad_bias)
+        return (grad_x.to(ctx.x_dtype), grad_ln_weight.to(ln_weight.dtype), grad_ln_bias.to(ln_bias.dtype),
+                grad_q_weight.to(q_weight.dtype), grad_q_bias.to(q_bias.dtype), grad_k_weight.to(k_weight.dtype),
+                grad_previous, None, None, None, None)
 
 
-def neighbour_links(r: Tensor, h: Tensor, graph: NeighbourGraph, previous: Tensor | None = None,
-                    eps: float = 1e-6) -> Tensor:
-    """One layer's accumulated links (method.md 1, steps 2-5) from folded queries and keys.
+def neighbour_links(affinity: _NeighbourAffinity, x: Tensor, graph: NeighbourGraph,
+                    previous: Tensor | None = None) -> Tensor:
+    """One layer's accumulated links (method.md 1) of ``affinity`` (a :class:`ChainAffinity` or
+    :class:`GridAffinity`, whose parameters and settings it uses) for the states ``x`` (B, N, d).
 
     Parameters
     ----------
-    r, h : Tensor, shape (B, N, d)
-        As :meth:`hiclip.attention._NeighbourAffinity.queries_and_keys` gives them
-        (``r_u . h_v = s q_u . k_v``).
     graph : NeighbourGraph
     previous : Tensor, shape (B, G), optional
         Links of the layer below.
-    eps : float
-        Added inside the square root of the symmetric link.
 
     Returns
     -------
     links : Tensor, shape (B, G), float32 (float64 for float64 input)
         In ``(0, 1]`` on the gaps that link, 0 on the others; never smaller than ``previous``.
     """
-    return _NeighbourLinks.apply(r, h, previous, graph, eps)
+    return _NeighbourLinks.apply(x, affinity.norm.weight, affinity.norm.bias, affinity.q.weight, affinity.q.bias,
+                                 affinity.k.weight, previous, graph, affinity.scale, affinity.eps,
+                                 affinity.norm.eps)
 
 
 # --------------------------------------------------------------------------- priors (method.md 2)
@@ -256,18 +276,19 @@ class TextPriorMasks:
 
 
 def text_prior_masks(intra_word: Tensor, special: Tensor, valid: Tensor, eps: float = 1e-6,
-                     keep_reference_self: bool = False) -> TextPriorMasks:
-    """The masks of :func:`hiclip.attention.text_prior` as the terms of ``C = fill + keep * prod(links)``."""
+                     keep_reference_self: bool = False, dtype: torch.dtype = torch.float32) -> TextPriorMasks:
+    """The masks of :func:`hiclip.attention.text_prior` as the terms of ``C = fill + keep * prod(links)``,
+    in ``dtype`` (that of the prior: float32, or float64 for a float64 model)."""
     pair_valid = valid.unsqueeze(-1) & valid.unsqueeze(-2)
     pair_special = special.unsqueeze(-1) | special.unsqueeze(-2)
     keep = pair_valid & ~pair_special
-    fill = (pair_valid & pair_special).to(torch.float32)
+    fill = (pair_valid & pair_special).to(dtype)
     if keep_reference_self:
         words = torch.diag_embed(valid & ~special)
         keep = keep & ~words
         fill = fill.masked_fill(words, REFERENCE_SELF_VALUE)
-    floor = torch.full(intra_word.shape, eps, device=intra_word.device).masked_fill_(intra_word, 1.0)
-    return TextPriorMasks(floor, fill, keep.to(torch.float32))
+    floor = torch.full(intra_word.shape, eps, dtype=dtype, device=intra_word.device).masked_fill_(intra_word, 1.0)
+    return TextPriorMasks(floor, fill, keep.to(dtype))
 
 
 class _TextPrior(torch.autograd.Function):
@@ -440,9 +461,9 @@ class _PriorAttention(torch.autograd.Function):
             q3, k3, v3 = torch.stack((q, k, v)).view(3, B * H, N, dh).unbind(0)
             base = _scalar_zero(q.dtype, q.device) if bias is None else bias.to(q.dtype)
             probs = torch.baddbmm(base, q3, k3.transpose(1, 2), beta=0.0 if bias is None else 1.0,
-                                  alpha=scale).softmax(-1)
-            c = prior.to(q.dtype).unsqueeze(1)
-            out = torch.bmm((probs.view(B, H, N, N) * c).view(B * H, N, N), v3)
+                                  alpha=scale).softmax(-1, dtype=prior.dtype)  # float32 under autocast too
+            weighted = (probs.view(B, H, N, N) * prior.unsqueeze(1)).view(B * H, N, N)
+            out = torch.bmm(weighted.to(v3.dtype), v3)
         ctx.save_for_backward(q3, k3, v3, probs, prior)
         return out.view(B, H, N, dh)
 
@@ -453,14 +474,15 @@ class _PriorAttention(torch.autograd.Function):
         B, H, N, dh = grad.shape
         scale = dh**-0.5
         grad = grad.to(q3.dtype).reshape(B * H, N, dh)
-        c = prior.to(q3.dtype).unsqueeze(1)
+        c = prior.unsqueeze(1)
         weighted = (probs.view(B, H, N, N) * c).view(B * H, N, N)  # recomputed, not saved
-        grad_v = torch.bmm(weighted.transpose(1, 2), grad)
-        grad_weighted = torch.bmm(grad, v3.transpose(1, 2)).view(B, H, N, N)
+        grad_v = torch.bmm(weighted.to(q3.dtype).transpose(1, 2), grad)
+        grad_weighted = torch.bmm(grad, v3.transpose(1, 2)).view(B, H, N, N).to(probs.dtype)
         grad_prior = None
         if ctx.needs_input_grad[4]:
-            grad_prior = (grad_weighted * probs.view(B, H, N, N)).sum(1).to(prior.dtype)
-        grad_scores = torch._softmax_backward_data((grad_weighted * c).view(B * H, N, N), probs, -1, probs.dtype)
+            grad_prior = (grad_weighted * probs.view(B, H, N, N)).sum(1)
+        grad_scores = torch._softmax_backward_data((grad_weighted * c).view(B * H, N, N), probs, -1,
+                                                   probs.dtype).to(q3.dtype)
         zero = _scalar_zero(q3.dtype, q3.device)
         grad_q = torch.baddbmm(zero, grad_scores, k3, beta=0.0, alpha=scale)
         grad_k = torch.baddbmm(zero, grad_scores.transpose(1, 2), q3, beta=0.0, alpha=scale)

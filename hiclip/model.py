@@ -318,7 +318,7 @@ class TextTower(_Tower):
         prior = None
         if fused is not None:  # hiclip/fused_attention.py: the same links and prior in fewer ops
             affinity = self.affinities[i]
-            links = neighbour_links(*affinity.queries_and_keys(x), fused.graph, links, affinity.eps)
+            links = neighbour_links(affinity, x, fused.graph, links)
             if i in self._prior_layers:
                 prior = fused_text_prior(links, fused.prior)
             x, weights = self.blocks[i](x, masks["attend"], prior, need_weights, fused.bias)
@@ -361,8 +361,9 @@ class TextTower(_Tower):
     def _fused_context(self, masks: dict[str, Tensor]) -> _FusedText:
         """What every layer of the fused path shares, built once per call."""
         aff = self.affinity_config
+        dtype = torch.float64 if self.token_embedding.weight.dtype == torch.float64 else torch.float32
         prior = text_prior_masks(masks["intra_word"], masks["special"], masks["valid"], aff.eps,
-                                 aff.keep_reference_self)
+                                 aff.keep_reference_self, dtype)
         return _FusedText(chain_graph(masks["boundary"]), prior,
                           attention_bias(masks["attend"], self.config.heads, torch.float32))
 
@@ -494,7 +495,7 @@ class VisionTower(_Tower):
         prior = None
         if graph is not None:  # hiclip/fused_attention.py: flat links (B, H(W-1) + (H-1)W)
             affinity, grid, aff = self.affinities[i], self.config.grid, self.affinity_config
-            links = neighbour_links(*affinity.queries_and_keys(x), graph, links, affinity.eps)
+            links = neighbour_links(affinity, x, graph, links)
             if i in self._prior_layers:
                 prior = fused_image_prior(links, grid, grid, aff.combine, aff.eps, aff.keep_reference_self)
             x, weights = self.blocks[i](x, None, prior, need_weights)
