@@ -151,6 +151,11 @@ def _scalar_one(dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.ones((), dtype=dtype, device=device)
 
 
+@_constant_mask
+def _scalar_zero(dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.zeros((), dtype=dtype, device=device)
+
+
 class _NeighbourLinks(torch.autograd.Function):
     """LayerNorm, folded queries, scores -> neighbour softmax -> symmetric link -> hierarchical
     constraint, and the gradients of all of it."""
@@ -193,9 +198,10 @@ class _NeighbourLinks(torch.autograd.Function):
         dtype = x.dtype
         grad = grad.to(dtype)
         grad_previous = None
-        if previous is not None:
-            grad_previous = (grad * (1.0 - current)).to(previous.dtype) if ctx.needs_input_grad[6] else None
-            grad = grad * (1.0 - previous.to(dtype))
+        if previous is not None:  # d a^l = (1 - a~^l) d a^{l-1} + (1 - a^{l-1}) d a~^l; lerp(g, 0, w) = g (1 - w)
+            zero = _scalar_zero(dtype, x.device)
+            grad_previous = torch.lerp(grad, zero, current).to(previous.dtype) if ctx.needs_input_grad[6] else None
+            grad = torch.lerp(grad, zero, previous.to(dtype))
         # d sqrt(p p' + eps) = (p' dp + p dp') / (2 sqrt(.)); nothing flows where the cap or the 0 is taken
         grad_root = (grad / (root * 2.0)).masked_fill_(root > limit, 0.0)
         grad_probs = torch.zeros_like(probs).put_(graph.pairs, grad_root.unsqueeze(1) * pair.flip(1))
@@ -320,49 +326,34 @@ def fused_text_prior(links: Tensor, masks: TextPriorMasks) -> Tensor:
 
 
 @_constant_mask
-def _grid_stretches(height: int, width: int, combine: str, dtype: torch.dtype,
-                    device: torch.device) -> tuple[Tensor, Tensor]:
-    """(G, H W^2 + W H^2) matrix and offset giving the row and column stretch logs of the flat grid links.
+def _grid_paths(height: int, width: int, combine: str, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(G, K (HW)^2) 0/1 matrix and (K (HW)^2,) offset: ``log_links @ matrix + offset`` are the logs of
+    the one-turn path products of every pair of patches (method.md 2), all pairs in one product.
 
-    Row stretches ``[r, c1, c2]`` (the ``h`` links of row ``r`` between columns ``c1`` and ``c2``)
-    come first, then column stretches ``[c, r1, r2]``. The combine rule's constants are folded in:
-    ``geometric`` halves every log (``sqrt(HV VH)`` is the product of the four square-rooted
-    stretches); ``mean`` adds ``log 1/2`` to the column stretches (each path has one).
+    ``G`` flat grid links (:func:`split_grid_links`). ``K = 2`` paths, HV then VH, for ``mean``
+    (the 1/2 of the mean in the offset), ``max`` and ``min``; ``K = 1`` for ``geometric``, whose
+    ``sqrt(HV VH)`` is one product: half of each path's log.
     """
-    row, col = _stretch_matrix(width, dtype, device), _stretch_matrix(height, dtype, device)
+    row = _stretch_matrix(width, dtype, device).view(width - 1, width, width)  # [k, c1, c2]
+    col = _stretch_matrix(height, dtype, device).view(height - 1, height, height)  # [k, r1, r2]
+    eye_h, eye_w = torch.eye(height, dtype=dtype, device=device), torch.eye(width, dtype=dtype, device=device)
+    pairs = (height, width, height, width)  # [r1, c1, r2, c2]
+    # h link (r, k) lies on HV where r1 == r and k is between c1 and c2; on VH where r2 == r
+    hv_h = eye_h[:, None, :, None, None, None] * row[None, :, None, :, None, :]
+    vh_h = eye_h[:, None, None, None, :, None] * row[None, :, None, :, None, :]
+    # v link (k, c) lies on HV where c2 == c and k is between r1 and r2; on VH where c1 == c
+    hv_v = eye_w[None, :, None, None, None, :] * col[:, None, :, None, :, None]
+    vh_v = eye_w[None, :, None, :, None, None] * col[:, None, :, None, :, None]
     gh, gv = height * (width - 1), (height - 1) * width
-    matrix = torch.zeros(gh + gv, height * width * width + width * height * height, dtype=dtype, device=device)
-    rows = matrix[:gh, : height * width * width].view(height, width - 1, height, width * width)
-    cols = matrix[gh:, height * width * width :].view(height - 1, width, width, height * height)
-    for r in range(height):
-        rows[r, :, r] = row
-    for c in range(width):
-        cols[:, c, c] = col
-    offset = torch.zeros(matrix.shape[1], dtype=dtype, device=device)
+    hv = torch.cat((hv_h.expand(height, width - 1, *pairs).reshape(gh, -1),
+                    hv_v.expand(height - 1, width, *pairs).reshape(gv, -1)))
+    vh = torch.cat((vh_h.expand(height, width - 1, *pairs).reshape(gh, -1),
+                    vh_v.expand(height - 1, width, *pairs).reshape(gv, -1)))
     if combine == "geometric":
-        matrix *= 0.5
-    elif combine == "mean":
-        offset[height * width * width :] = math.log(0.5)
-    return matrix, offset
-
-
-def _path_factors(stretches: Tensor, height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Broadcastable views over ``[r1, c1, r2, c2]`` of the four stretches of the two one-turn paths.
-
-    Returns ``(row_r1, col_c2, col_c1, row_r2)``: HV = ``row_r1 * col_c2``, VH = ``col_c1 * row_r2``.
-    """
-    B = stretches.shape[0]
-    split = height * width * width
-    row = stretches[:, :split].view(B, height, width, width)  # [r, c1, c2]
-    col = stretches[:, split:].view(B, width, height, height)  # [c, r1, r2]
-    return (row.unsqueeze(3), col.permute(0, 2, 3, 1).unsqueeze(2),
-            col.permute(0, 2, 1, 3).unsqueeze(4), row.permute(0, 2, 1, 3).unsqueeze(1))
-
-
-def _tie_weights(first: Tensor, second: Tensor, larger: bool) -> Tensor:
-    """Share of the gradient of ``max`` (``larger``) or ``min`` that goes to ``first``; ties split it."""
-    wins = first > second if larger else first < second
-    return wins.to(first.dtype).add_((first == second).to(first.dtype), alpha=0.5)
+        return 0.5 * (hv + vh), torch.zeros(hv.shape[1], dtype=dtype, device=device)
+    matrix = torch.cat((hv, vh), 1)
+    offset = math.log(0.5) if combine == "mean" else 0.0
+    return matrix, torch.full((matrix.shape[1],), offset, dtype=dtype, device=device)
 
 
 class _ImagePrior(torch.autograd.Function):
@@ -370,55 +361,38 @@ class _ImagePrior(torch.autograd.Function):
     def forward(ctx, links: Tensor, height: int, width: int, combine: str, eps: float,  # type: ignore[override]
                 keep_reference_self: bool) -> Tensor:
         dtype = _compute_dtype(links)
-        matrix, offset = _grid_stretches(height, width, combine, dtype, links.device)
+        n = height * width
+        matrix, offset = _grid_paths(height, width, combine, dtype, links.device)
         raised = links.to(dtype).clamp_min(eps)
-        stretches = torch.addmm(offset, raised.log(), matrix).exp_()
-        row_r1, col_c2, col_c1, row_r2 = _path_factors(stretches, height, width)
-        hv = row_r1 * col_c2
-        if combine == "mean":  # (HV + VH) / 2, the halves folded into the column stretches
-            prior = torch.addcmul(hv, col_c1, row_r2)
+        paths = torch.addmm(offset, raised.log(), matrix).exp_().view(links.shape[0], -1, n, n)  # (B, K, n, n)
+        if combine == "mean":
+            prior = paths.sum(1)
         elif combine == "geometric":
-            prior = hv * col_c1 * row_r2
+            prior = paths[:, 0]
         else:
-            prior = (torch.maximum if combine == "max" else torch.minimum)(hv, col_c1 * row_r2)
-        prior = prior.reshape(-1, height * width, height * width)
+            prior = paths.amax(1) if combine == "max" else paths.amin(1)
         if keep_reference_self:
+            prior = prior.clone() if combine == "geometric" else prior
             prior.diagonal(dim1=-2, dim2=-1).fill_(REFERENCE_SELF_VALUE)
-        ctx.save_for_backward(links, raised, stretches)
+        ctx.save_for_backward(links, raised, paths, prior if combine in ("max", "min") else None)
         ctx.shape = height, width, combine, keep_reference_self
         return torch.nn.functional.pad(prior, (1, 0, 1, 0), value=1.0)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        links, raised, stretches = ctx.saved_tensors
+        links, raised, paths, prior = ctx.saved_tensors
         height, width, combine, keep_reference_self = ctx.shape
-        B = links.shape[0]
-        grad = grad[:, 1:, 1:].to(stretches.dtype)
+        grad = grad[:, 1:, 1:].to(paths.dtype)
         if keep_reference_self:
             grad = grad.clone()
             grad.diagonal(dim1=-2, dim2=-1).zero_()
-        grad = grad.view(B, height, width, height, width)
-        row_r1, col_c2, col_c1, row_r2 = _path_factors(stretches, height, width)
-        if combine == "mean":
-            grad_hv = grad_vh = grad
-        elif combine == "geometric":
-            hv, vh = row_r1 * col_c2, col_c1 * row_r2
-            grad_hv, grad_vh = grad * vh, grad * hv
-        else:
-            share = _tie_weights(row_r1 * col_c2, col_c1 * row_r2, combine == "max")
-            grad_hv = grad * share
-            grad_vh = grad - grad_hv
-        grad_stretches = torch.empty_like(stretches)
-        split = height * width * width
-        grad_row = grad_stretches[:, :split].view(B, height, width, width)  # [r, c1, c2]
-        grad_col = grad_stretches[:, split:].view(B, width, height, height)  # [c, r1, r2]
-        torch.sum(grad_hv * col_c2, 3, out=grad_row)  # HV through row r1
-        grad_row.add_((grad_vh * col_c1).sum(1).permute(0, 2, 1, 3))  # VH through row r2
-        torch.sum(grad_hv * row_r1, 2, out=grad_col.permute(0, 2, 3, 1))  # HV through column c2
-        grad_col.add_((grad_vh * row_r2).sum(4).permute(0, 2, 1, 3))  # VH through column c1
-        matrix, _ = _grid_stretches(height, width, combine, stretches.dtype, links.device)
-        grad_links = torch.mm(grad_stretches.mul_(stretches), matrix.t())
+        grad_paths = grad.unsqueeze(1) * paths  # d exp(s) = exp(s) ds
+        if combine in ("max", "min"):  # the path taken gets the gradient; ties share it, as torch.maximum's
+            taken = (paths == prior.unsqueeze(1)).to(paths.dtype)  # none on a keep_reference_self diagonal
+            grad_paths.mul_(taken.div_(taken.sum(1, keepdim=True).clamp_min_(1.0)))
+        matrix, _ = _grid_paths(height, width, combine, paths.dtype, links.device)
+        grad_links = torch.mm(grad_paths.view(links.shape[0], -1), matrix.t())
         grad_links = grad_links.div_(raised).masked_fill_(raised != links, 0.0)
         return grad_links.to(links.dtype), None, None, None, None, None
 
@@ -432,11 +406,6 @@ def fused_image_prior(links: Tensor, height: int, width: int, combine: str = "me
 
 
 # --------------------------------------------------------------------------- attention (method.md 3)
-
-
-@_constant_mask
-def _scalar_zero(dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.zeros((), dtype=dtype, device=device)
 
 
 def attention_bias(key_valid: Tensor | None, heads: int, dtype: torch.dtype) -> Tensor | None:
