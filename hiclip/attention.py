@@ -526,7 +526,7 @@ class HierarchicalAttention(nn.Module):
         weights = None
         if prior is None and not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        elif not need_weights and not self.renormalize and _fused().fused_enabled():
+        elif not need_weights and not self.renormalize and _fused().fused_enabled(x.device):
             fused = _fused()
             if bias is None:
                 bias = fused.attention_bias(key_valid, self.heads, torch.float32)

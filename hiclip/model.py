@@ -342,7 +342,9 @@ class TextTower(_Tower):
                                   f"of {self.config.vocab_size}; was the model built for this tokenizer?")
         T = input_ids.shape[1]
         x = self.token_embedding(input_ids) + self.positional_embedding[:T]
-        fused = self._fused_context(masks) if self.affinities is not None and not need_weights and fused_enabled() else None
+        fused = None
+        if self.affinities is not None and not need_weights and fused_enabled(input_ids.device):
+            fused = self._fused_context(masks)
         links: Tensor | None = None
         all_links: list[Tensor] = []
         all_weights: list[Tensor] = []
@@ -518,7 +520,7 @@ class VisionTower(_Tower):
         x = self.ln_pre(torch.cat((cls, x), 1) + self.positional_embedding.to(x.dtype))
         grid = self.config.grid
         graph = None
-        if self.affinities is not None and not need_weights and fused_enabled():
+        if self.affinities is not None and not need_weights and fused_enabled(x.device):
             graph = grid_graph(x.shape[0], grid, grid, 1, x.device)
         links: tuple[Tensor, Tensor] | Tensor | None = None
         all_links: list = []
@@ -594,7 +596,10 @@ class HiCLIP(nn.Module):
         call for each input shape pays the compilation (minutes on a small CPU, and a C++
         compiler is needed there); later calls run fused kernels, which removes most of the
         cost of the hierarchy's many small element-wise operations (BENCHMARKS.md).
-        ``options`` go to :func:`torch.compile` (e.g. ``dynamic=True``, ``mode="max-autotune"``).
+        ``options`` go to :func:`torch.compile` (e.g. ``dynamic=True``, ``mode="max-autotune"``;
+        ``mode="reduce-overhead"`` replays CUDA graphs, one per input shape: pad text batches to a
+        fixed length, e.g. the context length, so that shapes stay static). Compiled towers take the
+        reference path of :mod:`hiclip.attention`, which the compiler fuses itself.
         """
         for tower in (self.text, self.vision):
             if tower is not None:

@@ -148,13 +148,16 @@ def test_prior_attention_matches_reference_and_gradcheck(mask: str) -> None:
 
 
 def test_implementation_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.delenv("HICLIP_ATTENTION", raising=False)
-    assert fa.fused_enabled()
+    assert fa.fused_enabled(cuda) and not fa.fused_enabled(cpu)  # auto: where it is faster
+    monkeypatch.setenv("HICLIP_ATTENTION", "fused")
+    assert fa.fused_enabled(cpu) and fa.fused_enabled(cuda)
     monkeypatch.setenv("HICLIP_ATTENTION", "reference")
-    assert not fa.fused_enabled()
+    assert not fa.fused_enabled(cpu) and not fa.fused_enabled(cuda)
     monkeypatch.setenv("HICLIP_ATTENTION", "fast")
     with pytest.raises(HiCLIPError, match="HICLIP_ATTENTION"):
-        fa.fused_enabled()
+        fa.fused_enabled(cpu)
 
 
 def model_step(monkeypatch: pytest.MonkeyPatch, implementation: str, dtype: torch.dtype = torch.float32,

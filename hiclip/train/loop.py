@@ -272,7 +272,7 @@ class _Training:
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
         if config.compile:
-            model.compile_towers()
+            model.compile_towers(mode=config.compile_mode)
         return model
 
     def _wrap(self, objective: Objective) -> nn.Module:
