@@ -10,7 +10,7 @@ default, one set of ops per parameter, so HiCLIP's 5 extra parameters per layer 
 
 Models: HiCLIP on the fused eager path (``hiclip/fused_attention.py``), HiCLIP on the reference
 path (``HICLIP_ATTENTION=reference``) and the twin (``hierarchy=False``), built from one seed.
-Step times: wall-clock medians of interleaved rounds (one step of each model per round), ratios
+Step times: medians (CPU time of the process by default, ``--clock wall``) of interleaved rounds (one step of each model per round), ratios
 the median of per-round ratios, for the models in ``--time`` (default the first).
 
 Usage::
@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--time", nargs="+", default=None, help="models to time (default: the first)")
     parser.add_argument("--top", type=int, default=0, help="also print the N ops HiCLIP adds most of")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="cpu",
+                        help="wall clock, or this process's CPU time (default: steadier on a shared machine)")
     args = parser.parse_args()
     if len(args.batch) != len(args.models):
         parser.error("--batch: one size per model")
@@ -129,6 +131,7 @@ def main() -> None:
     print(machine_line(torch.device("cpu")))
     print(f"AdamW: {args.optimizer}, the same for every model; vocabulary {VOCAB}")
     timed = args.time if args.time is not None else args.models[:1]
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     rows = []
     for name, batch in zip(args.models, args.batch):
         steps = {v: make_step(name, v, batch, args.optimizer) for v in VARIANTS}
@@ -146,10 +149,10 @@ def main() -> None:
             times: dict[str, list[float]] = {v: [] for v in steps}
             for r in range(args.warmup + args.rounds):
                 for v, s in steps.items():
-                    start = time.perf_counter()
+                    start = clock()
                     s()
                     if r >= args.warmup:
-                        times[v].append(time.perf_counter() - start)
+                        times[v].append(clock() - start)
             for v in ("fused", "reference"):
                 ratio = statistics.median(a / b for a, b in zip(times[v], times["twin"]))
                 rows.append((f"{name} b{batch} eager CPU step time: HiCLIP ({v} path) / twin",
@@ -164,7 +167,7 @@ def main() -> None:
     for r in rows:
         print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
     if args.rounds > 0:
-        print(f"(times: wall-clock medians of {args.rounds} interleaved rounds after {args.warmup} warm-up, "
+        print(f"(times: {args.clock}-clock medians of {args.rounds} interleaved rounds after {args.warmup} warm-up, "
               f"{args.threads} thread(s); ratios: medians of per-round ratios)")
 
 

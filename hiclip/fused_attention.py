@@ -18,7 +18,8 @@ method.md; what differs is only how they are laid out:
   prefix sums, differences and masks; the grid's one-turn paths multiply row and column stretches.
 * :func:`prior_attention` (method.md 3): ``(softmax(Q K^T / sqrt(d) + mask) * C) V``; it saves the
   softmax, not the product with ``C``, which the backward pass recomputes (one fewer
-  ``(B, heads, N, N)`` tensor held per layer).
+  ``(B, heads, N, N)`` tensor held per layer), and the projection's ``q``, ``k``, ``v`` views, not
+  contiguous copies of them.
 
 :func:`fused_enabled` decides which path the towers take: ``HICLIP_ATTENTION`` = ``fused``,
 ``reference`` or ``auto`` (default: fused on CUDA, where a step is launch-bound, reference on the
@@ -445,14 +446,15 @@ class _PriorAttention(torch.autograd.Function):
                                   alpha=scale).softmax(-1, dtype=prior.dtype)  # float32 under autocast too
             weighted = (probs.view(B, H, N, N) * prior.unsqueeze(1)).view(B * H, N, N)
             out = torch.bmm(weighted.to(v3.dtype), v3)
-        ctx.save_for_backward(q3, k3, v3, probs, prior)
+        ctx.save_for_backward(q, k, v, probs, prior)  # the inputs (views of the projection), not their copies
         return out.view(B, H, N, dh)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        q3, k3, v3, probs, prior = ctx.saved_tensors
+        q, k, v, probs, prior = ctx.saved_tensors
         B, H, N, dh = grad.shape
+        q3, k3, v3 = torch.stack((q, k, v)).view(3, B * H, N, dh).unbind(0)
         scale = dh**-0.5
         grad = grad.to(q3.dtype).reshape(B * H, N, dh)
         c = prior.unsqueeze(1)

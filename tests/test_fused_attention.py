@@ -193,6 +193,7 @@ CASES = [
     {"affinity": {"combine": "geometric", "keep_reference_self": True}},
     {"affinity": {"combine": "min"}, "text": {"prior_layers": [0, 2]}, "vision": {"prior_layers": [1]}},
     {"text": {"prior_layers": []}, "vision": {"prior_layers": []}},
+    {"text": {"causal": True}},  # an imported CLIP's text tower: (B, T, T) causal & padding mask
 ]
 
 
