@@ -55,11 +55,11 @@ def fused_enabled(device: torch.device | None = None) -> bool:
     which is what a launch-bound GPU step pays for; on a CPU it does a little more arithmetic
     (the ``(B, N, N)`` score product, the one-matmul priors) and measured no faster there.
     """
+    if torch.compiler.is_compiling():  # first: the compiler need not trace the environment
+        return False
     choice = os.environ.get("HICLIP_ATTENTION", "auto")
     if choice not in IMPLEMENTATIONS:
         raise HiCLIPError(f"HICLIP_ATTENTION={choice!r}: expected one of {list(IMPLEMENTATIONS)}")
-    if torch.compiler.is_compiling():
-        return False
     if choice == "auto":
         return device is not None and device.type == "cuda"
     return choice == "fused"
