@@ -496,6 +496,7 @@ class HierarchicalAttention(nn.Module):
         prior: Tensor | None = None,
         need_weights: bool = False,
         bias: Tensor | None = None,
+        prior_core: Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend.
 
@@ -510,8 +511,13 @@ class HierarchicalAttention(nn.Module):
         need_weights : bool
             Also return the head-averaged attention probabilities (after the prior).
         bias : Tensor, optional
-            ``key_valid`` as :func:`hiclip.fused_attention.attention_bias` gives it, built once
-            per tower call for the fused path (made here when missing).
+            ``key_valid`` as :func:`hiclip.fused_attention.attention_bias` gives it (built once
+            per tower call), for ``prior_core``.
+        prior_core : callable, optional
+            ``prior_core(q, k, v, bias, prior)`` -> (B, heads, N, d_head) computes the attention
+            with a prior instead of the explicit path below (the fused path's
+            :func:`hiclip.fused_attention.prior_attention`); not with ``need_weights`` or
+            ``renormalize``.
 
         Returns
         -------
@@ -526,11 +532,8 @@ class HierarchicalAttention(nn.Module):
         weights = None
         if prior is None and not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        elif not need_weights and not self.renormalize and _fused().fused_enabled(x.device):
-            fused = _fused()
-            if bias is None:
-                bias = fused.attention_bias(key_valid, self.heads, torch.float32)
-            out = fused.prior_attention(q, k, v, bias, prior)
+        elif prior_core is not None and not need_weights and not self.renormalize:
+            out = prior_core(q, k, v, bias, prior)
         else:
             scale = self.head_dim**-0.5
             if mask is None:
@@ -547,12 +550,6 @@ class HierarchicalAttention(nn.Module):
                 weights = attn.mean(1)
         out = out.transpose(1, 2).reshape(B, N, width)
         return self.out_proj(out), weights
-
-
-def _fused():  # noqa: ANN202 - the module; imported late because it builds on this one
-    from hiclip import fused_attention
-
-    return fused_attention
 
 
 def _key_bias(key_valid: Tensor, dtype: torch.dtype) -> Tensor:

@@ -59,6 +59,7 @@ from hiclip.fused_attention import (
     fused_text_prior,
     grid_graph,
     neighbour_links,
+    prior_attention,
     split_grid_links,
     text_prior_masks,
 )
@@ -147,8 +148,11 @@ class ResidualBlock(nn.Module):
         self.mlp = MLP(width, int(round(width * mlp_ratio)), activation)
 
     def forward(self, x: Tensor, key_valid: Tensor | None = None, prior: Tensor | None = None,
-                need_weights: bool = False, bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        out, weights = self.attn(self.ln_1(x), key_valid, prior, need_weights, bias)
+                need_weights: bool = False, bias: Tensor | None = None,
+                fused: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``fused``: the attention with a prior takes :func:`prior_attention` (``bias`` its mask)."""
+        out, weights = self.attn(self.ln_1(x), key_valid, prior, need_weights, bias,
+                                 prior_attention if fused else None)
         x = x + out
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -321,7 +325,7 @@ class TextTower(_Tower):
             links = neighbour_links(affinity, x, fused.graph, links)
             if i in self._prior_layers:
                 prior = fused_text_prior(links, fused.prior)
-            x, weights = self.blocks[i](x, masks["attend"], prior, need_weights, fused.bias)
+            x, weights = self.blocks[i](x, masks["attend"], prior, need_weights, fused.bias, fused=True)
             return x, links, weights
         if self.affinities is not None:
             links = self.affinities[i](x, masks["boundary"], links)
@@ -500,7 +504,7 @@ class VisionTower(_Tower):
             links = neighbour_links(affinity, x, graph, links)
             if i in self._prior_layers:
                 prior = fused_image_prior(links, grid, grid, aff.combine, aff.eps, aff.keep_reference_self)
-            x, weights = self.blocks[i](x, None, prior, need_weights)
+            x, weights = self.blocks[i](x, None, prior, need_weights, fused=True)
             return x, links, weights
         if self.affinities is not None:
             grid = self.config.grid
