@@ -79,8 +79,6 @@ class NeighbourGraph:
 
     Attributes
     ----------
-    size : int
-        ``N``, the sequence length (scores are read from a ``(B, N, N)`` matrix).
     scores : Tensor, shape (B, nodes, slots), long
         Flat position in the ``(B, N, N)`` score matrix of each node's neighbour in each slot
         (the node itself where the neighbour is missing; its bias removes it).
@@ -93,7 +91,6 @@ class NeighbourGraph:
         1 on gaps that may link, 0 on the others (their link is 0); ``None``: every gap links.
     """
 
-    size: int
     scores: Tensor
     bias: Tensor
     pairs: Tensor
@@ -122,7 +119,7 @@ def chain_graph(gap_valid: Tensor) -> NeighbourGraph:
     pad = gap_valid.new_zeros(B, 1)
     exists = torch.stack((torch.cat((pad, gap_valid), 1), torch.cat((gap_valid, pad), 1)), -1)
     bias = torch.zeros(exists.shape, dtype=torch.float32, device=gap_valid.device).masked_fill_(~exists, _MISSING)
-    return NeighbourGraph(n, scores, bias, pairs, gap_valid.to(torch.float32))
+    return NeighbourGraph(scores, bias, pairs, gap_valid.to(torch.float32))
 
 
 @_constant_mask
@@ -150,7 +147,7 @@ def grid_graph(batch: int, height: int, width: int, start: int, device: torch.de
     then the ``v`` links row-major.
     """
     scores, bias, pairs = _grid_indices(batch, height, width, start, device)
-    return NeighbourGraph(start + height * width, scores, bias, pairs, None)
+    return NeighbourGraph(scores, bias, pairs, None)
 
 
 def split_grid_links(links: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
@@ -179,13 +176,16 @@ class _NeighbourLinks(torch.autograd.Function):
                 ln_eps: float) -> Tensor:
         dtype = _compute_dtype(x)
         B, N, d = x.shape
-        with torch.autocast(x.device.type, enabled=False):  # float32 throughout, as the reference's scores
+        device = x.device.type
+        # As the reference under autocast: the projection in the autocast dtype, the rest in float32
+        mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else dtype
+        with torch.autocast(device, enabled=False):
             x32 = x.to(dtype)
             h, mean, rstd = torch.native_layer_norm(x32, (d,), ln_weight.to(dtype), ln_bias.to(dtype), ln_eps)
             # r = s (h W_q^T + b_q) W_k, so that r_u . h_v = s q_u . k_v (hiclip.attention._neighbour_queries)
-            fold = torch.mm(q_weight.t().to(dtype), k_weight.to(dtype))
-            r = torch.addmm(torch.mv(k_weight.t().to(dtype), q_bias.to(dtype)), h.view(B * N, d), fold,
-                            beta=scale, alpha=scale).view(B, N, d)
+            fold = torch.mm(q_weight.t().to(mm_dtype), k_weight.to(mm_dtype))
+            r = torch.addmm(torch.mv(k_weight.t().to(mm_dtype), q_bias.to(mm_dtype)), h.to(mm_dtype).view(B * N, d),
+                            fold, beta=scale, alpha=scale).view(B, N, d).to(dtype)
             scores = torch.bmm(r, h.transpose(1, 2))  # (B, N, N); only the neighbours are read
             probs = (scores.take(graph.scores) + graph.bias).softmax(-1)  # p_{u->v} per node and slot
             pair = probs.take(graph.pairs)  # (B, 2, G): p_{u->v}, p_{v->u}
@@ -221,17 +221,21 @@ class _NeighbourLinks(torch.autograd.Function):
         grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, dtype)
         grad_matrix = torch.zeros(B, N, N, dtype=dtype, device=x.device).put_(graph.scores, grad_scores,
                                                                               accumulate=True)
-        scale = ctx.scale
+        scale, mm_dtype = ctx.scale, fold.dtype  # the projection's dtype (bf16 under autocast)
         grad_r = torch.bmm(grad_matrix, h).view(B * N, d)
-        grad_h = torch.addmm(torch.bmm(grad_matrix.transpose(1, 2), r).view(B * N, d), grad_r, fold.t(),
-                             alpha=scale).view(B, N, d)  # through the scores' keys, then through r
-        grad_fold = torch.mm(h.view(B * N, d).t(), grad_r).mul_(scale)
+        grad_keys = torch.bmm(grad_matrix.transpose(1, 2), r).view(B * N, d)  # h as the scores' keys
+        if mm_dtype == dtype:
+            grad_h = torch.addmm(grad_keys, grad_r, fold.t(), alpha=scale)  # and as the input of r
+        else:
+            grad_r = grad_r.to(mm_dtype)
+            grad_h = torch.add(grad_keys, torch.mm(grad_r, fold.t()), alpha=scale)
+        grad_fold = torch.mm(h.to(mm_dtype).view(B * N, d).t(), grad_r).mul_(scale)
         grad_bias = grad_r.sum(0).mul_(scale)  # of the folded bias b_q W_k
         grad_x, grad_ln_weight, grad_ln_bias = torch.ops.aten.native_layer_norm_backward(
-            grad_h, x, (d,), mean, rstd, ln_weight.to(dtype), ln_bias.to(dtype), [True, True, True])
-        grad_q_weight = torch.mm(k_weight.to(dtype), grad_fold.t())
-        grad_k_weight = torch.addr(torch.mm(q_weight.to(dtype), grad_fold), q_bias.to(dtype), grad_bias)
-        grad_q_bias = torch.mv(k_weight.to(dtype), grad_bias)
+            grad_h.view(B, N, d), x, (d,), mean, rstd, ln_weight.to(dtype), ln_bias.to(dtype), [True, True, True])
+        grad_q_weight = torch.mm(k_weight.to(mm_dtype), grad_fold.t())
+        grad_k_weight = torch.addr(torch.mm(q_weight.to(mm_dtype), grad_fold), q_bias.to(mm_dtype), grad_bias)
+        grad_q_bias = torch.mv(k_weight.to(mm_dtype), grad_bias)
         return (grad_x.to(ctx.x_dtype), grad_ln_weight.to(ln_weight.dtype), grad_ln_bias.to(ln_bias.dtype),
                 grad_q_weight.to(q_weight.dtype), grad_q_bias.to(q_bias.dtype), grad_k_weight.to(k_weight.dtype),
                 grad_previous, None, None, None, None)

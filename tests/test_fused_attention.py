@@ -228,8 +228,8 @@ def test_models_under_bf16_autocast_within_the_reference_error(monkeypatch: pyte
         ref_error = (r.float() - e).norm().item() / scale
         fused_error = (f.float() - e).norm().item() / scale
         assert torch.isfinite(f).all()
-        # measured: up to 2.2x the reference's own bf16 error on the text tower's top gradients
-        assert fused_error <= 2.5 * ref_error + 1e-2, (fused_error, ref_error)
+        # measured: at most 1.6x the reference's own bf16 error (the temperature's gradient)
+        assert fused_error <= 2 * ref_error + 1e-2, (fused_error, ref_error)
 
 
 def test_need_weights_and_grad_checkpointing_take_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
