@@ -36,6 +36,14 @@ Usage::
     # one GPU, the paper's model size among them:
     python benchmarks/attention_overhead.py --device cuda --bf16 \\
         --models hiclip-tiny hiclip-small hiclip-vit-b-32 --batch 256 256 128 --skip-micro
+    # issue 19 (benchmarks/gpu_check.sh CHECK=attention): each eager path, then compiled with CUDA graphs
+    python benchmarks/attention_overhead.py --device cuda --bf16 --skip-micro --no-ablations --attention fused \\
+        --models hiclip-vit-b-32 hiclip-vit-b-32 --batch 128 256
+    python benchmarks/attention_overhead.py --device cuda --bf16 --skip-micro --compile --compile-mode reduce-overhead \\
+        --models hiclip-vit-b-32 --batch 128
+
+``--attention`` sets ``HICLIP_ATTENTION`` (fused / reference path of eager HiCLIP, see
+hiclip/fused_attention.py; ``auto``: fused on CUDA, reference on the CPU).
 """
 from __future__ import annotations
 
