@@ -22,11 +22,18 @@
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
+GRID=${SWEEP_GRID:-benchmarks/sweeps/mlm-levers.json}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 2
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+start=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
+
 if [ "${CHECK:-}" = "attention" ]; then
-    export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-    start=$(date +%s)
-    stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
     if [ -n "${DRY:-}" ]; then
         bench=(--device cpu --threads 2 --models hiclip-tiny hiclip-tiny --batch 4 8 --rounds 1 --warmup 1)
         compiled=()
@@ -54,16 +61,6 @@ if [ "${CHECK:-}" = "attention" ]; then
     stamp "done"
     exit 0
 fi
-GRID=${SWEEP_GRID:-benchmarks/sweeps/mlm-levers.json}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 2
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-start=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
 
 { nvidia-smi -L; python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"; echo "cpus $(nproc)"; } 2>&1 | tee "$OUT/machine.txt"
 
