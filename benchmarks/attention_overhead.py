@@ -36,6 +36,14 @@ Usage::
     # one GPU, the paper's model size among them:
     python benchmarks/attention_overhead.py --device cuda --bf16 \\
         --models hiclip-tiny hiclip-small hiclip-vit-b-32 --batch 256 256 128 --skip-micro
+    # issue 19 (benchmarks/gpu_check.sh CHECK=attention): each eager path, then compiled with CUDA graphs
+    python benchmarks/attention_overhead.py --device cuda --bf16 --skip-micro --no-ablations --attention fused \\
+        --models hiclip-vit-b-32 hiclip-vit-b-32 --batch 128 256
+    python benchmarks/attention_overhead.py --device cuda --bf16 --skip-micro --compile --compile-mode reduce-overhead \\
+        --models hiclip-vit-b-32 --batch 128
+
+``--attention`` sets ``HICLIP_ATTENTION`` (fused / reference path of eager HiCLIP, see
+hiclip/fused_attention.py; ``auto``: fused on CUDA, reference on the CPU).
 """
 from __future__ import annotations
 
@@ -57,6 +65,7 @@ import torch.nn.functional as F  # noqa: E402
 import hiclip  # noqa: E402
 from hiclip.attention import group_prior, tree_prior  # noqa: E402
 from hiclip.factory import get_model_config, list_models, transformers_clip_config  # noqa: E402
+from hiclip.fused_attention import fused_enabled  # noqa: E402
 
 VOCAB = 2048
 # Batch per model when --batch is not given (the CPU sizes of BENCHMARKS.md; ViT-B/32: the paper's 128).
@@ -102,12 +111,15 @@ def make_optimizer(model: torch.nn.Module, device: torch.device) -> torch.optim.
 
 
 def train_step(model: torch.nn.Module, logits_of: Callable[[], torch.Tensor], device: torch.device,
-               bf16: bool = False) -> Step:
+               bf16: bool = False, graphs: bool = False) -> Step:
     """One train step: ``logits_of()`` (image x text logits) and the CLIP loss under ``bf16``
-    autocast, backward, AdamW."""
+    autocast, backward, AdamW. ``graphs``: towers compiled with CUDA graphs, so each step opens a
+    new graph-tree step (the previous step's outputs are no longer needed)."""
     opt = make_optimizer(model, device)
 
     def step() -> None:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with precision_context(device, bf16):
             loss = clip_loss(logits_of())
         opt.zero_grad(set_to_none=True)
@@ -118,13 +130,13 @@ def train_step(model: torch.nn.Module, logits_of: Callable[[], torch.Tensor], de
 
 
 def ours_step(model: hiclip.HiCLIP, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-              bf16: bool = False) -> Step:
+              bf16: bool = False, graphs: bool = False) -> Step:
     """A train step of our model."""
     def logits() -> torch.Tensor:
         out = model(images, ids, mask)
         return out["logit_scale"] * out["image_features"] @ out["text_features"].T
 
-    return train_step(model, logits, images.device, bf16)
+    return train_step(model, logits, images.device, bf16, graphs)
 
 
 def affinity_step(model: hiclip.HiCLIP, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
@@ -238,6 +250,12 @@ def parse_args() -> tuple[argparse.Namespace, torch.device, list[int]]:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile every model's towers (HiCLIP.compile_towers) before timing; "
                              "compilation time is printed, not counted in the steps")
+    parser.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--attention", choices=["auto", "fused", "reference"], default=None,
+                        help="HICLIP_ATTENTION for every model (default: as the environment says, else auto)")
+    parser.add_argument("--no-ablations", action="store_true",
+                        help="leave out the two affinity ablation rows (fewer models to build and time)")
     parser.add_argument("--skip-micro", action="store_true",
                         help="leave out the tree_prior / group_prior micro-benchmarks")
     args = parser.parse_args()
@@ -296,12 +314,13 @@ def model_rows(name: str, batch: int, args: argparse.Namespace, device: torch.de
         CLIPModel = None
 
     vocab = args.vocab or None
+    graphs = args.compile and args.compile_mode == "reduce-overhead"
     config = get_model_config(name, hierarchy=False, vocab_size=vocab)
     images, ids, mask = random_batch(config, batch, config.text.vocab_size, device)
     models: dict[str, torch.nn.Module] = {}
     variants = [("hiclip", True, None), ("affinity_only", True, []), ("affinity_backward", True, []),
                 ("vanilla", False, None)]
-    if args.compile:  # the ablations would cost more compilations
+    if args.compile or args.no_ablations:  # the ablations would cost more compilations
         variants = [variants[0], variants[-1]]
     for key, hierarchy, prior_layers in variants:
         torch.manual_seed(0)
@@ -314,10 +333,11 @@ def model_rows(name: str, batch: int, args: argparse.Namespace, device: torch.de
     if args.compile:
         for key, model in models.items():
             start = time.perf_counter()
-            model.compile_towers(dynamic=False)  # static kernels per size, as one training run has
-            timer(ours_step(model, images, ids, mask, args.bf16))  # compiles forward and backward
+            model.compile_towers(dynamic=False, mode=args.compile_mode)  # static kernels, as one training run has
+            timer(ours_step(model, images, ids, mask, args.bf16, graphs))  # compiles forward and backward
             print(f"{name} {key}: compiled in {time.perf_counter() - start:.0f} s wall", flush=True)
-    steps = {key: (affinity_step if key == "affinity_backward" else ours_step)(model, images, ids, mask, args.bf16)
+    steps = {key: (affinity_step(model, images, ids, mask, args.bf16) if key == "affinity_backward"
+                   else ours_step(model, images, ids, mask, args.bf16, graphs))
              for key, model in models.items()}
     if clip is not None:
         steps["clip"] = hf_step(clip, images, ids, mask, args.bf16)
@@ -417,6 +437,8 @@ def layer_rows(name: str, batch: int, args: argparse.Namespace, device: torch.de
 
 def main() -> None:
     args, device, batches = parse_args()
+    if args.attention is not None:
+        os.environ["HICLIP_ATTENTION"] = args.attention
     torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -426,6 +448,9 @@ def main() -> None:
           f"{args.clock}-clock medians of {args.rounds} interleaved rounds after {args.warmup} warm-up"
           f"{' (CUDA-synchronised)' if device.type == 'cuda' else ''}; ratios are medians of per-round ratios",
           flush=True)
+    print(f"attention path: HICLIP_ATTENTION={os.environ.get('HICLIP_ATTENTION', 'auto')} (eager HiCLIP: "
+          f"{'fused' if fused_enabled(device) else 'reference'}; compiled towers take the reference)"
+          + (f"; compile mode {args.compile_mode}" if args.compile else ""), flush=True)
 
     rows: list[tuple[str, str, str]] = []
     for name, batch in zip(args.models, batches):

@@ -11,6 +11,14 @@
 # Knobs (environment): SWEEP_GRID, SWEEP_JOBS (14), SWEEP_DEADLINE (s after which no sweep job
 # starts, 220), SWEEP_LIMIT (hard stop of the sweep, 360 s), SKIP_TESTS=1, SKIP_BENCH=1.
 # A sweep folder carried in .sweep/ (an earlier call's tar, unpacked) is resumed.
+#
+# CHECK=attention (issue 19) runs instead, in under 10 minutes on one H200 (each part has a
+# timeout; the worst case sums to 590 s): the CUDA tests (the fused path's among them), then
+# HiCLIP / twin train-step time for hiclip-vit-b-32 at batch 128 and 256 under bf16 with peak
+# step memory and our vanilla against transformers' CLIPModel, eager on the fused and on the
+# reference path, then compiled (torch.compile, mode default and reduce-overhead = CUDA graphs)
+# at batch 128. DRY=1 runs the same python commands on the CPU at hiclip-tiny size, one round,
+# without compilation and tests (a check that the script and its arguments work).
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -24,6 +32,35 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
+
+if [ "${CHECK:-}" = "attention" ]; then
+    if [ -n "${DRY:-}" ]; then
+        bench=(--device cpu --threads 2 --models hiclip-tiny hiclip-tiny --batch 4 8 --rounds 1 --warmup 1)
+        compiled=()
+        eager_limit=600  # a shared CPU, not the GPU budget
+    else
+        { nvidia-smi -L; python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$OUT/machine.txt"
+        stamp "CUDA tests"
+        timeout 90 python3 -m pytest -q -p no:cacheprovider -m "not slow" tests/test_cuda.py 2>&1 \
+            | tail -25 | tee "$OUT/cuda_tests.txt"
+        bench=(--device cuda --models hiclip-vit-b-32 hiclip-vit-b-32 --batch 128 256 --rounds 8 --warmup 3)
+        compiled=(default reduce-overhead)
+        eager_limit=110
+    fi
+    for path in fused reference; do
+        stamp "eager, $path path"
+        timeout "$eager_limit" python3 benchmarks/attention_overhead.py "${bench[@]}" --bf16 --skip-micro --no-ablations \
+            --attention "$path" 2>&1 | tee "$OUT/overhead_eager_$path.txt"
+    done
+    for mode in "${compiled[@]}"; do
+        stamp "compiled, mode $mode"
+        timeout 140 python3 benchmarks/attention_overhead.py --device cuda --models hiclip-vit-b-32 --batch 128 \
+            --rounds 8 --warmup 3 --bf16 --skip-micro --compile --compile-mode "$mode" 2>&1 \
+            | tee "$OUT/overhead_compiled_$mode.txt"
+    done
+    stamp "done"
+    exit 0
+fi
 
 { nvidia-smi -L; python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"; echo "cpus $(nproc)"; } 2>&1 | tee "$OUT/machine.txt"
 

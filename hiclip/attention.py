@@ -495,6 +495,8 @@ class HierarchicalAttention(nn.Module):
         key_valid: Tensor | None = None,
         prior: Tensor | None = None,
         need_weights: bool = False,
+        bias: Tensor | None = None,
+        prior_core: Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend.
 
@@ -508,6 +510,14 @@ class HierarchicalAttention(nn.Module):
             Constituent prior ``C`` (broadcast over heads).
         need_weights : bool
             Also return the head-averaged attention probabilities (after the prior).
+        bias : Tensor, optional
+            ``key_valid`` as :func:`hiclip.fused_attention.attention_bias` gives it (built once
+            per tower call), for ``prior_core``.
+        prior_core : callable, optional
+            ``prior_core(q, k, v, bias, prior)`` -> (B, heads, N, d_head) computes the attention
+            with a prior instead of the explicit path below (the fused path's
+            :func:`hiclip.fused_attention.prior_attention`); not with ``need_weights`` or
+            ``renormalize``.
 
         Returns
         -------
@@ -522,6 +532,8 @@ class HierarchicalAttention(nn.Module):
         weights = None
         if prior is None and not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif prior_core is not None and not need_weights and not self.renormalize:
+            out = prior_core(q, k, v, bias, prior)
         else:
             scale = self.head_dim**-0.5
             if mask is None:

@@ -49,6 +49,20 @@ from hiclip.attention import (
 )
 from hiclip.config import AffinityConfig, HiCLIPConfig, TextConfig, VisionConfig
 from hiclip.errors import HiCLIPError
+from hiclip.fused_attention import (
+    NeighbourGraph,
+    TextPriorMasks,
+    attention_bias,
+    chain_graph,
+    fused_enabled,
+    fused_image_prior,
+    fused_text_prior,
+    grid_graph,
+    neighbour_links,
+    prior_attention,
+    split_grid_links,
+    text_prior_masks,
+)
 
 
 @dataclass
@@ -134,8 +148,11 @@ class ResidualBlock(nn.Module):
         self.mlp = MLP(width, int(round(width * mlp_ratio)), activation)
 
     def forward(self, x: Tensor, key_valid: Tensor | None = None, prior: Tensor | None = None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        out, weights = self.attn(self.ln_1(x), key_valid, prior, need_weights)
+                need_weights: bool = False, bias: Tensor | None = None,
+                fused: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``fused``: the attention with a prior takes :func:`prior_attention` (``bias`` its mask)."""
+        out, weights = self.attn(self.ln_1(x), key_valid, prior, need_weights, bias,
+                                 prior_attention if fused else None)
         x = x + out
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -301,8 +318,15 @@ class TextTower(_Tower):
         }
 
     def _layer(self, i: int, x: Tensor, links: Tensor | None, masks: dict[str, Tensor],
-               need_weights: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+               need_weights: bool, fused: _FusedText | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
         prior = None
+        if fused is not None:  # hiclip/fused_attention.py: the same links and prior in fewer ops
+            affinity = self.affinities[i]
+            links = neighbour_links(affinity, x, fused.graph, links)
+            if i in self._prior_layers:
+                prior = fused_text_prior(links, fused.prior)
+            x, weights = self.blocks[i](x, masks["attend"], prior, need_weights, fused.bias, fused=True)
+            return x, links, weights
         if self.affinities is not None:
             links = self.affinities[i](x, masks["boundary"], links)
             if i in self._prior_layers:
@@ -322,19 +346,32 @@ class TextTower(_Tower):
                                   f"of {self.config.vocab_size}; was the model built for this tokenizer?")
         T = input_ids.shape[1]
         x = self.token_embedding(input_ids) + self.positional_embedding[:T]
+        fused = None
+        if self.affinities is not None and not need_weights and fused_enabled(input_ids.device):
+            fused = self._fused_context(masks)
         links: Tensor | None = None
         all_links: list[Tensor] = []
         all_weights: list[Tensor] = []
         for i in range(len(self.blocks)):
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x, links, weights = checkpoint(self._layer, i, x, links, masks, need_weights, use_reentrant=False)
+                x, links, weights = checkpoint(self._layer, i, x, links, masks, need_weights, fused,
+                                               use_reentrant=False)
             else:
-                x, links, weights = self._layer(i, x, links, masks, need_weights)
+                x, links, weights = self._layer(i, x, links, masks, need_weights, fused)
             if links is not None:
                 all_links.append(links)
             if weights is not None:
                 all_weights.append(weights)
         return self.ln_final(x), all_links, all_weights, masks
+
+    def _fused_context(self, masks: dict[str, Tensor]) -> _FusedText:
+        """What every layer of the fused path shares, built once per call."""
+        aff = self.affinity_config
+        dtype = torch.float64 if self.token_embedding.weight.dtype == torch.float64 else torch.float32
+        prior = text_prior_masks(masks["intra_word"], masks["special"], masks["valid"], aff.eps,
+                                 aff.keep_reference_self, dtype)
+        return _FusedText(chain_graph(masks["boundary"]), prior,
+                          attention_bias(masks["attend"], self.config.heads, torch.float32))
 
     def forward_tokens(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None = None) -> Tensor:
         """Final token states.
@@ -382,6 +419,15 @@ class TextTower(_Tower):
         if return_attention:
             output.attention = torch.stack(weights, 1)
         return output
+
+
+@dataclass(frozen=True)
+class _FusedText:
+    """The text tower's fused-path context: neighbour graph, prior masks, attention bias."""
+
+    graph: NeighbourGraph
+    prior: TextPriorMasks
+    bias: Tensor | None
 
 
 def word_level_links(token_links: Tensor, word_ids: Tensor) -> dict[str, Tensor]:
@@ -450,9 +496,16 @@ class VisionTower(_Tower):
         _init_blocks(self.blocks, width)
         nn.init.normal_(self.proj.weight, std=width**-0.5)
 
-    def _layer(self, i: int, x: Tensor, links: tuple[Tensor, Tensor] | None,
-               need_weights: bool) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
+    def _layer(self, i: int, x: Tensor, links: tuple[Tensor, Tensor] | Tensor | None, need_weights: bool,
+               graph: NeighbourGraph | None = None) -> tuple[Tensor, tuple[Tensor, Tensor] | Tensor | None, Tensor | None]:
         prior = None
+        if graph is not None:  # hiclip/fused_attention.py: flat links (B, H(W-1) + (H-1)W)
+            affinity, grid, aff = self.affinities[i], self.config.grid, self.affinity_config
+            links = neighbour_links(affinity, x, graph, links)
+            if i in self._prior_layers:
+                prior = fused_image_prior(links, grid, grid, aff.combine, aff.eps, aff.keep_reference_self)
+            x, weights = self.blocks[i](x, None, prior, need_weights, fused=True)
+            return x, links, weights
         if self.affinities is not None:
             grid = self.config.grid
             links = self.affinities[i](x, grid, grid, links, start=1)
@@ -469,14 +522,18 @@ class VisionTower(_Tower):
         x = self.conv1(images).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = self.ln_pre(torch.cat((cls, x), 1) + self.positional_embedding.to(x.dtype))
-        links: tuple[Tensor, Tensor] | None = None
-        all_links: list[tuple[Tensor, Tensor]] = []
+        grid = self.config.grid
+        graph = None
+        if self.affinities is not None and not need_weights and fused_enabled(x.device):
+            graph = grid_graph(x.shape[0], grid, grid, 1, x.device)
+        links: tuple[Tensor, Tensor] | Tensor | None = None
+        all_links: list = []
         all_weights: list[Tensor] = []
         for i in range(len(self.blocks)):
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x, links, weights = checkpoint(self._layer, i, x, links, need_weights, use_reentrant=False)
+                x, links, weights = checkpoint(self._layer, i, x, links, need_weights, graph, use_reentrant=False)
             else:
-                x, links, weights = self._layer(i, x, links, need_weights)
+                x, links, weights = self._layer(i, x, links, need_weights, graph)
             if links is not None:
                 all_links.append(links)
             if weights is not None:
@@ -493,6 +550,8 @@ class VisionTower(_Tower):
         if return_affinities:
             grid = self.config.grid
             if self.affinities is not None:
+                if isinstance(links[0], Tensor):  # flat links of the fused path
+                    links = [split_grid_links(flat, grid, grid) for flat in links]
                 output.h_links = torch.stack([pair[0] for pair in links], 1)
                 output.v_links = torch.stack([pair[1] for pair in links], 1)
             else:
@@ -541,7 +600,10 @@ class HiCLIP(nn.Module):
         call for each input shape pays the compilation (minutes on a small CPU, and a C++
         compiler is needed there); later calls run fused kernels, which removes most of the
         cost of the hierarchy's many small element-wise operations (BENCHMARKS.md).
-        ``options`` go to :func:`torch.compile` (e.g. ``dynamic=True``, ``mode="max-autotune"``).
+        ``options`` go to :func:`torch.compile` (e.g. ``dynamic=True``, ``mode="max-autotune"``;
+        ``mode="reduce-overhead"`` replays CUDA graphs, one per input shape: pad text batches to a
+        fixed length, e.g. the context length, so that shapes stay static). Compiled towers take the
+        reference path of :mod:`hiclip.attention`, which the compiler fuses itself.
         """
         for tower in (self.text, self.vision):
             if tower is not None:

@@ -271,3 +271,109 @@ def test_train_with_compile_on_cuda(shapes, tmp_path) -> None:
     model, _ = hiclip.load(result.final)  # compiled towers save the plain state_dict keys
     expected = hiclip.create_model("hiclip-tiny", vocab_size=model.config.text.vocab_size, **TRAIN_MODEL)
     assert list(model.state_dict()) == list(expected.state_dict())
+
+
+def _step_outputs(model: hiclip.HiCLIP, images: torch.Tensor, batch: TextBatch, bf16: bool = False) -> list[torch.Tensor]:
+    """Features, links and every parameter gradient of one CLIP + links loss step, on the CPU."""
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        image = model.encode_image(images, normalize=True, return_affinities=True)
+        text = model.encode_text(batch.input_ids, batch.attention_mask, normalize=True, word_ids=batch.word_ids,
+                                 return_affinities=True)
+        loss = (clip_loss(model.logit_scale.exp() * image.features @ text.features.T)
+                + image.h_links.mean() + image.v_links.mean() + text.links.mean())
+    loss.backward()
+    out = [image.features, text.features, image.h_links, image.v_links, text.links]
+    return [t.detach().float().cpu() for t in out + [p.grad for p in model.parameters() if p.grad is not None]]
+
+
+@pytest.mark.parametrize("combine", COMBINE_RULES)
+def test_fused_path_matches_reference_on_cuda(tokenizer, no_tf32, monkeypatch, combine: str) -> None:
+    """hiclip/fused_attention.py (the CUDA default) against hiclip/attention.py, values and gradients."""
+    torch.manual_seed(0)
+    model = hiclip.create_model("hiclip-tiny", vocab_size=tokenizer.vocab_size, affinity={"combine": combine},
+                                **TWO_LAYER).to(DEVICE)
+    batch = tokenizer(CAPTIONS).to(DEVICE)
+    images = random_images(len(CAPTIONS), TWO_LAYER["vision"]["image_size"]).to(DEVICE)
+    monkeypatch.delenv("HICLIP_ATTENTION", raising=False)
+    from hiclip.fused_attention import fused_enabled
+
+    assert fused_enabled(DEVICE)
+    fused = _step_outputs(model, images, batch)
+    monkeypatch.setenv("HICLIP_ATTENTION", "reference")
+    reference = _step_outputs(model, images, batch)
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(1.0, b.abs().max().item()))
+
+
+def test_fused_path_under_bf16_on_cuda_stays_near_fp32(tokenizer, monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = hiclip.create_model("hiclip-tiny", vocab_size=tokenizer.vocab_size, **TWO_LAYER).to(DEVICE)
+    batch = tokenizer(CAPTIONS).to(DEVICE)
+    images = random_images(len(CAPTIONS), TWO_LAYER["vision"]["image_size"]).to(DEVICE)
+    monkeypatch.setenv("HICLIP_ATTENTION", "reference")
+    exact = _step_outputs(model, images, batch)
+    reference = _step_outputs(model, images, batch, bf16=True)
+    monkeypatch.setenv("HICLIP_ATTENTION", "fused")
+    fused = _step_outputs(model, images, batch, bf16=True)
+    for e, r, f in zip(exact, reference, fused):
+        assert torch.isfinite(f).all()
+        scale = e.norm().item() + 1e-12
+        assert (f - e).norm().item() / scale <= 2 * (r - e).norm().item() / scale + 1e-2
+
+
+def test_fused_prior_attention_holds_less_memory_than_the_reference() -> None:
+    """The fused attention saves the softmax, not softmax * C: one (B, heads, N, N) tensor fewer."""
+    from hiclip.fused_attention import prior_attention
+
+    B, H, N, dh = 8, 8, 256, 64
+    q, k, v = (torch.randn(B, H, N, dh, device=DEVICE, requires_grad=True) for _ in range(3))
+    prior = torch.rand(B, N, N, device=DEVICE, requires_grad=True)
+
+    def peak(fn) -> tuple[float, torch.Tensor]:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        out = fn()
+        held = torch.cuda.memory_allocated() - before  # what the graph keeps for backward, with the output
+        out.sum().backward()
+        return held, out.detach()
+
+    def reference() -> torch.Tensor:
+        return ((q @ k.transpose(-1, -2) * dh**-0.5).softmax(-1) * prior.unsqueeze(1)) @ v
+
+    held_ref, out_ref = peak(reference)
+    grads_ref = [t.grad.clone() for t in (q, k, v, prior)]
+    for t in (q, k, v, prior):
+        t.grad = None
+    held_fused, out_fused = peak(lambda: prior_attention(q, k, v, None, prior))
+    torch.testing.assert_close(out_fused, out_ref, rtol=1e-4, atol=1e-5)
+    for a, b in zip((q.grad, k.grad, v.grad, prior.grad), grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    attention_maps = B * H * N * N * 4
+    assert held_fused <= held_ref - 0.9 * attention_maps, (held_fused, held_ref)
+
+
+@pytest.mark.slow
+def test_compiled_towers_with_cuda_graphs_match_eager(tokenizer, no_tf32) -> None:
+    """compile_towers(mode="reduce-overhead"): CUDA graphs give the eager numbers, step after step."""
+    eager = two_layer_model(tokenizer, hierarchy=True).to(DEVICE)
+    compiled = copy.deepcopy(eager)
+    compiled.compile_towers(mode="reduce-overhead")
+    batch = tokenizer(CAPTIONS).to(DEVICE)
+    images = random_images(len(CAPTIONS), TWO_LAYER["vision"]["image_size"]).to(DEVICE)
+
+    def run(model: hiclip.HiCLIP) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        torch.compiler.cudagraph_mark_step_begin()
+        out = model(images, batch.input_ids, batch.attention_mask)
+        clip_loss(out["logit_scale"] * out["image_features"] @ out["text_features"].T).backward()
+        return [out["image_features"].detach().clone(), out["text_features"].detach().clone(),
+                torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])]
+
+    expected = run(eager)
+    for _ in range(3):  # warm-up, recording, then replays of the graphs
+        got = run(compiled)
+    for a, b in zip(expected, got):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)

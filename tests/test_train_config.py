@@ -48,6 +48,7 @@ def test_shipped_recipes_load() -> None:
     ({"data": "/x"}, ["nokey"], "--set expects key=value"),
     ({"data": "/x"}, ["loss.mlm_warmup_steps=10"], "mlm_warmup_steps needs mode 'clip' and loss.mlm_weight > 0"),
     ({"data": "/x"}, ["loss.mlm_warmup_steps=-1"], "mlm_warmup_steps must be >= 0"),
+    ({"data": "/x"}, ["compile_mode=graphs"], "compile_mode must be one of"),
 ])
 def test_bad_configs_fail_with_one_line(tmp_path, values, overrides, message) -> None:
     recipe = tmp_path / "r.json"

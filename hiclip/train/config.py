@@ -19,6 +19,8 @@ from hiclip.errors import HiCLIPError
 
 #: ``model`` value that takes the architecture of the ``init`` checkpoint (hiclip.train.init).
 INIT_MODEL = "init"
+#: torch.compile modes that ``compile_mode`` takes (with ``compile: true``).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -114,6 +116,9 @@ class TrainConfig:
     precision: str = "fp32"  # or "bf16" (autocast)
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile the towers (HiCLIP.compile_towers): slow start, faster steps
+    # torch.compile mode with compile=true: "default", "reduce-overhead" (CUDA graphs, one per input
+    # shape; steady shapes need full batches and text padded to one length) or "max-autotune"
+    compile_mode: str = "default"
     device: str = "auto"  # "auto": cuda when available (and LOCAL_RANK's GPU under torchrun)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -134,6 +139,8 @@ class TrainConfig:
             raise HiCLIPError(f"model {INIT_MODEL!r} takes the architecture of --init CKPT, but no init is given")
         if self.precision not in ("fp32", "bf16"):
             raise HiCLIPError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise HiCLIPError(f"compile_mode must be one of {list(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.augment not in ("none", "light", "full"):
             raise HiCLIPError(f"augment must be 'none', 'light' or 'full', got {self.augment!r}")
         if self.on_error not in ("raise", "skip"):

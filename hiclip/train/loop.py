@@ -273,7 +273,7 @@ class _Training:
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
         if config.compile:
-            model.compile_towers()
+            model.compile_towers(mode=config.compile_mode)
         return model
 
     def _wrap(self, objective: Objective) -> nn.Module:
@@ -345,6 +345,8 @@ class _Training:
         config, env, objective, state = self.config, self.env, self.objective, self.state
         objective.mlm_only = state.step < config.loss.mlm_warmup_steps
         self.optimizer.zero_grad(set_to_none=True)
+        if config.compile and config.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
         term_sums: dict[str, torch.Tensor] = {}
         finite = True
         pushes: list[torch.Tensor] = []
