@@ -20,6 +20,7 @@ one it had to skip, and why.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -98,6 +99,9 @@ class _RaisingFileHandler(logging.FileHandler):
         super().handleError(record)
 
 
+_logger_numbers = itertools.count()
+
+
 class RunFolder:
     """Owns ``<out>``: logging, metrics and checkpoints. Only rank 0 writes (``writer=False``
     elsewhere makes every method a no-op apart from reading)."""
@@ -107,7 +111,9 @@ class RunFolder:
         self.writer = writer
         self.checkpoints = self.root / "checkpoints"
         self.metrics_path = self.root / "metrics.jsonl"
-        self.logger = logging.getLogger(f"hiclip.train.{id(self)}")
+        # A fresh name each time: a name made from id(self) can be reused once an earlier folder is
+        # garbage-collected, and loggers live forever, so its old handlers (on a closed stream) came back.
+        self.logger = logging.getLogger(f"hiclip.train.run{next(_logger_numbers)}")
         self.logger.propagate = False
         self.logger.setLevel(logging.INFO)
         if writer:
@@ -133,6 +139,7 @@ class RunFolder:
         for handler in list(self.logger.handlers):
             handler.close()
             self.logger.removeHandler(handler)
+        logging.Logger.manager.loggerDict.pop(self.logger.name, None)
 
     # -- records -------------------------------------------------------------------------
     def write_params(self, config: dict[str, Any], argv: list[str], extra: dict[str, Any]) -> None:
