@@ -45,6 +45,7 @@ from hiclip.attention import (
     attention_links_chain,
     attention_links_grid,
     image_prior,
+    prior_gate_value,
     text_prior,
 )
 from hiclip.config import AffinityConfig, HiCLIPConfig, TextConfig, VisionConfig
@@ -134,8 +135,8 @@ class ResidualBlock(nn.Module):
         self.mlp = MLP(width, int(round(width * mlp_ratio)), activation)
 
     def forward(self, x: Tensor, key_valid: Tensor | None = None, prior: Tensor | None = None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        out, weights = self.attn(self.ln_1(x), key_valid, prior, need_weights)
+                need_weights: bool = False, gate: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        out, weights = self.attn(self.ln_1(x), key_valid, prior, need_weights, gate)
         x = x + out
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -174,6 +175,7 @@ class _Tower(nn.Module):
     """
 
     affinities: nn.ModuleList | None
+    prior_gate: nn.Parameter | None
 
     def __init__(self, config: TextConfig | VisionConfig, hierarchy: bool,
                  affinity: AffinityConfig) -> None:
@@ -207,6 +209,20 @@ class _Tower(nn.Module):
                 kind(config.width, affinity.scale, affinity.eps, config.ln_eps) for _ in range(config.layers)
             )
 
+    def _build_prior_gate(self) -> None:
+        """Register ``prior_gate``: the raw gates (one per layer, zeros) with ``affinity.prior_gate``
+        and the hierarchy on, else ``None``. Zeros draw nothing from the RNG."""
+        gated = self.hierarchy and self.affinity_config.prior_gate
+        self.register_parameter("prior_gate", nn.Parameter(torch.zeros(self.config.layers)) if gated else None)
+
+    def _gate(self, i: int) -> Tensor | None:
+        """The gate ``alpha`` of layer ``i``'s prior, or ``None`` without gates."""
+        return None if self.prior_gate is None else prior_gate_value(self.prior_gate[i])
+
+    def prior_gates(self) -> list[float] | None:
+        """The gate values ``alpha`` of every layer (``None`` without gates), for reports."""
+        return None if self.prior_gate is None else prior_gate_value(self.prior_gate.detach()).tolist()
+
 
 class TextTower(_Tower):
     """Text encoder: a bidirectional (or, with ``config.causal``, causal) Transformer, a
@@ -239,6 +255,7 @@ class TextTower(_Tower):
             self.mlm_bias = nn.Parameter(torch.zeros(config.vocab_size))
         self._init_weights()
         self.affinities = self._build_affinities(ChainAffinity)
+        self._build_prior_gate()
 
     def _init_weights(self) -> None:
         width = self.config.width
@@ -302,14 +319,15 @@ class TextTower(_Tower):
 
     def _layer(self, i: int, x: Tensor, links: Tensor | None, masks: dict[str, Tensor],
                need_weights: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        prior = None
+        prior = gate = None
         if self.affinities is not None:
             links = self.affinities[i](x, masks["boundary"], links)
             if i in self._prior_layers:
                 aff = self.affinity_config
                 prior = text_prior(links, masks["intra_word"], masks["special"], masks["valid"], aff.eps,
                                    aff.keep_reference_self)
-        x, weights = self.blocks[i](x, masks["attend"], prior, need_weights)
+                gate = self._gate(i)
+        x, weights = self.blocks[i](x, masks["attend"], prior, need_weights, gate)
         return x, links, weights
 
     def _run(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None,
@@ -442,6 +460,7 @@ class VisionTower(_Tower):
         self.proj = nn.Linear(width, embed_dim, bias=False)
         self._init_weights()
         self.affinities = self._build_affinities(GridAffinity)
+        self._build_prior_gate()
 
     def _init_weights(self) -> None:
         width = self.config.width
@@ -452,14 +471,15 @@ class VisionTower(_Tower):
 
     def _layer(self, i: int, x: Tensor, links: tuple[Tensor, Tensor] | None,
                need_weights: bool) -> tuple[Tensor, tuple[Tensor, Tensor] | None, Tensor | None]:
-        prior = None
+        prior = gate = None
         if self.affinities is not None:
             grid = self.config.grid
             links = self.affinities[i](x, grid, grid, links, start=1)
             if i in self._prior_layers:
                 aff = self.affinity_config
                 prior = image_prior(links[0], links[1], aff.combine, aff.eps, aff.keep_reference_self)
-        x, weights = self.blocks[i](x, None, prior, need_weights)
+                gate = self._gate(i)
+        x, weights = self.blocks[i](x, None, prior, need_weights, gate)
         return x, links, weights
 
     def _run(self, images: Tensor, need_weights: bool) -> tuple[Tensor, list[tuple[Tensor, Tensor]], list[Tensor]]:
