@@ -433,6 +433,15 @@ def _image_warnings(processor: dict[str, Any] | None, image_size: int, where: Pa
     return found
 
 
+def _gated(hierarchy: bool, prior_layers: list[int] | None, prior_gate: bool | None) -> bool:
+    """Check the hierarchy options of an import; return whether the prior is gated."""
+    if prior_layers is not None and not hierarchy:
+        raise HiCLIPError("import-clip: prior_layers needs the hierarchy (--hierarchy)")
+    if prior_gate is not None and not hierarchy:
+        raise HiCLIPError("import-clip: the prior gate setting needs the hierarchy (--hierarchy)")
+    return hierarchy if prior_gate is None else prior_gate
+
+
 def import_clip(folder: str | Path, hierarchy: bool = False, prior_layers: list[int] | None = None,
                 seed: int = 0, prior_gate: bool | None = None) -> ImportedCLIP:
     """Read a local transformers CLIPModel folder into a hiclip model and tokenizer.
@@ -463,11 +472,7 @@ def import_clip(folder: str | Path, hierarchy: bool = False, prior_layers: list[
     folder = Path(folder)
     raw = read_hf_config(folder)
     where = folder / CONFIG_FILE
-    if prior_layers is not None and not hierarchy:
-        raise HiCLIPError("import-clip: prior_layers needs the hierarchy (--hierarchy)")
-    if prior_gate is not None and not hierarchy:
-        raise HiCLIPError("import-clip: the prior gate setting needs the hierarchy (--hierarchy)")
-    gated = hierarchy if prior_gate is None else prior_gate
+    gated = _gated(hierarchy, prior_layers, prior_gate)
     config = config_from_hf(raw, folder.resolve().name, where)
     hf_state, files = read_hf_weights(folder)
     state = state_from_hf(hf_state, config, files[0] if len(files) == 1 else folder)
@@ -514,6 +519,7 @@ def import_clip_checkpoint(folder: str | Path, out: str | Path, hierarchy: bool 
     from hiclip.atomic import check_writable
     from hiclip.checkpoint import save
 
+    _gated(hierarchy, prior_layers, prior_gate)  # before anything is written
     check_writable(out, folder=True)
     imported = import_clip(folder, hierarchy, prior_layers, seed, prior_gate)
     return save(imported.model, imported.tokenizer, out, extra=imported.extra), imported
