@@ -159,3 +159,18 @@ def test_gates_survive_save_and_load(tmp_path) -> None:
     loaded, _ = hiclip.load(tmp_path / "ckpt")
     assert loaded.config.affinity.prior_gate
     assert loaded.text.prior_gates() == [0.25, 0.0] and loaded.vision.prior_gates() == [0.0, 0.0]
+
+
+def test_gate_learning_rate_scale() -> None:
+    from hiclip.train.config import OptimConfig
+    from hiclip.train.optim import WarmupCosine, build_optimizer, parameter_groups
+
+    model = add_fresh_hierarchy(_vanilla(causal=False))
+    named = list(model.named_parameters())
+    assert len(parameter_groups(named, 0.1)) == 2  # by default the gates are one more 1-D parameter, not decayed
+    assert "text.prior_gate" in parameter_groups(named, 0.1)[1]["names"]
+    optimizer = build_optimizer(named, OptimConfig(lr=1e-3, warmup_steps=0, prior_gate_lr_scale=10.0))
+    gates = optimizer.param_groups[2]
+    assert gates["names"] == ["text.prior_gate", "vision.prior_gate"] and gates["weight_decay"] == 0.0
+    WarmupCosine(optimizer, 10, 0, 1e-3)
+    assert gates["lr"] == pytest.approx(1e-2) and optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
