@@ -166,6 +166,7 @@ class _Tower(nn.Module):
     A tower registers ``blocks = self._build_blocks()`` among its own modules, where CLIP has
     them (the parameter order follows CLIP), and sets ``affinities = self._build_affinities(...)``
     last, after its CLIP initialisation: their initial values come from the RNG state left there.
+    Then ``_build_prior_gate()`` registers the prior gates (``affinity.prior_gate``; zeros, no RNG).
 
     Parameters
     ----------

@@ -43,7 +43,7 @@ from hiclip.train.config import INIT_MODEL, TrainConfig
 _NOT_COMPARED = frozenset({"name", "text.vocab_size", "init_logit_scale", "text.mlm_head"})
 _ADJUSTABLE = frozenset({"text.causal", "text.prior_layers", "vision.prior_layers", "text.activation",
                          "vision.activation", "text.ln_eps", "vision.ln_eps", "max_logit_scale"})
-#: Taken from the checkpoint unless overridden explicitly: the prior gates are part of the weights.
+#: Always the checkpoint's (the prior gates are weights); an explicit override that differs is an error.
 _FROM_CHECKPOINT = frozenset({"affinity.prior_gate"})
 _MAX_LISTED = 4
 
@@ -186,10 +186,9 @@ def initial_model(config: TrainConfig, tokenizer: HiCLIPTokenizer) -> tuple[Any,
         raise HiCLIPError(f"--init {config.init}: its weights do not fit the model "
                           f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
     loaded = len(state)
-    gates = "prior gates" if target.hierarchy and target.affinity.prior_gate else ""
+    gates = ", prior gates" if target.hierarchy and target.affinity.prior_gate else ""
     notes.insert(0, f"initialised from {config.init}: {loaded} tensors "
-                    f"({target.name}, hierarchy {'on' if target.hierarchy else 'off'}"
-                    f"{', ' + gates if gates else ''}, text tower "
+                    f"({target.name}, hierarchy {'on' if target.hierarchy else 'off'}{gates}, text tower "
                     f"{'causal' if target.text.causal else 'bidirectional'})"
                     + (f"; fresh: {', '.join(fresh)} (the MLM head)" if fresh else ""))
     if config.tokenizer != "word" or config.bpe_vocab_size != TrainConfig.bpe_vocab_size:
