@@ -23,7 +23,8 @@ runs forward + loss of every model under ``torch.autocast(device, bfloat16)`` (w
 optimiser stay fp32, as in ``hiclip train`` with ``precision=bf16``); the prior micro-benchmarks
 stay fp32, as the priors are never computed in half precision.
 
-Two ablation rows (eager only) split the overhead, both HiCLIP with ``prior_layers=[]`` (the
+One more eager row times HiCLIP with the prior gates of imported CLIPs (``affinity.prior_gate``)
+against HiCLIP without them. Two ablation rows (eager only) split the overhead, both HiCLIP with ``prior_layers=[]`` (the
 attention stays vanilla): "affinity forward only" (links unused, so nothing flows back through
 the affinity modules) and "affinity forward + backward" (``0 x`` the links added to the loss, so
 the backward pass runs through them). What the second leaves is the priors, the explicit
@@ -318,16 +319,17 @@ def model_rows(name: str, batch: int, args: argparse.Namespace, device: torch.de
     config = get_model_config(name, hierarchy=False, vocab_size=vocab)
     images, ids, mask = random_batch(config, batch, config.text.vocab_size, device)
     models: dict[str, torch.nn.Module] = {}
-    variants = [("hiclip", True, None), ("affinity_only", True, []), ("affinity_backward", True, []),
-                ("vanilla", False, None)]
+    variants = [("hiclip", True, None, False), ("affinity_only", True, [], False), ("affinity_backward", True, [], False),
+                ("gated", True, None, True), ("vanilla", False, None, False)]
     if args.compile or args.no_ablations:  # the ablations would cost more compilations
         variants = [variants[0], variants[-1]]
-    for key, hierarchy, prior_layers in variants:
+    for key, hierarchy, prior_layers, gated in variants:
         torch.manual_seed(0)
         models[key] = hiclip.create_model(
             name, hierarchy=hierarchy, vocab_size=vocab,
             text={**asdict(config.text), "prior_layers": prior_layers},
             vision={**asdict(config.vision), "prior_layers": prior_layers},
+            affinity={**asdict(config.affinity), "prior_gate": gated},
         ).to(device).train()
     clip = CLIPModel(transformers_clip_config(config)).to(device).train() if CLIPModel is not None else None
     if args.compile:
@@ -356,6 +358,9 @@ def model_rows(name: str, batch: int, args: argparse.Namespace, device: torch.de
         rows.append((f"{name}   affinity forward + backward (prior_layers=[], 0 x links in the loss)",
                      f"{ms['affinity_backward']:.1f} ms / {ms['vanilla']:.1f} ms",
                      f"{paired_ratio(t, 'affinity_backward', 'vanilla'):.2f}x"))
+    if "gated" in ms:  # the gate's cost does not depend on its value: SDPA + (P' - P) V
+        rows.append((f"{name}   with prior gates (affinity.prior_gate, imported CLIPs) / HiCLIP without",
+                     f"{ms['gated']:.1f} ms / {ms['hiclip']:.1f} ms", f"{paired_ratio(t, 'gated', 'hiclip'):.2f}x"))
     if clip is not None:
         attn = getattr(clip.config, "_attn_implementation", None)
         theirs = f"transformers.CLIPModel{f' ({attn} attention)' if attn else ''}"

@@ -7,7 +7,9 @@ Implements method.md sections 1-3 (and the attention-map affinities of section 5
   with prefix sums of log-links: O(N^2), no loop over pairs, no O(N^3) matmul.
 * :class:`ChainAffinity` / :class:`GridAffinity` compute the per-layer links from token states.
 * :class:`HierarchicalAttention` is multi-head attention whose probabilities are multiplied by
-  ``C``; without a prior it *is* ``scaled_dot_product_attention``.
+  ``C``; without a prior it *is* ``scaled_dot_product_attention``. An optional per-layer gate
+  (:func:`prior_gate_value`, :func:`gated_prior`; an extension for converting pretrained models,
+  not method.md) mixes ``P`` and ``P * C``.
 * :func:`attention_links_chain` / :func:`attention_links_grid` read links out of the attention
   maps of any (vanilla) transformer, so CLIP and HiCLIP can be compared on equal terms;
   :func:`attention_links_causal_chain` does it for a causal text tower (an imported CLIP).
@@ -497,6 +499,7 @@ class HierarchicalAttention(nn.Module):
         need_weights: bool = False,
         bias: Tensor | None = None,
         prior_core: Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor], Tensor] | None = None,
+        gate: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend.
 
@@ -516,8 +519,15 @@ class HierarchicalAttention(nn.Module):
         prior_core : callable, optional
             ``prior_core(q, k, v, bias, prior)`` -> (B, heads, N, d_head) computes the attention
             with a prior instead of the explicit path below (the fused path's
-            :func:`hiclip.fused_attention.prior_attention`); not with ``need_weights`` or
-            ``renormalize``.
+            :func:`hiclip.fused_attention.prior_attention`); not with ``need_weights``,
+            ``renormalize`` or a ``gate``.
+        gate : Tensor, scalar, optional
+            The prior gate ``alpha`` of this layer (:func:`prior_gate_value`; option
+            ``affinity.prior_gate``, not part of method.md): the probabilities become
+            ``(1 - alpha) P + alpha (P * C) = P * (1 + alpha (C - 1))`` (renormalised if asked).
+            The output is computed as ``SDPA(q, k, v) + (P' - P) V``, so at ``alpha = 0`` it is
+            bit for bit the attention without a prior (without ``renormalize``), and the
+            gradient with respect to ``alpha``, ``(P * (C - 1)) V``, is not zero.
 
         Returns
         -------
@@ -532,7 +542,7 @@ class HierarchicalAttention(nn.Module):
         weights = None
         if prior is None and not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        elif prior_core is not None and not need_weights and not self.renormalize:
+        elif prior_core is not None and gate is None and not need_weights and not self.renormalize:
             out = prior_core(q, k, v, bias, prior)
         else:
             scale = self.head_dim**-0.5
@@ -541,15 +551,37 @@ class HierarchicalAttention(nn.Module):
             else:  # bias + scale * q k^T in one op whose backward is one multiplication
                 scores = torch.add(_key_bias(mask, q.dtype), torch.matmul(q, k.transpose(-1, -2)), alpha=scale)
             attn = scores.softmax(-1)
-            if prior is not None:
-                attn = attn * prior.unsqueeze(1).to(attn.dtype)
-                if self.renormalize:
-                    attn = attn / attn.sum(-1, keepdim=True).clamp_min(self.eps)
-            out = torch.matmul(attn, v)
+            if prior is None:
+                out = torch.matmul(attn, v)
+            elif gate is None:
+                attn = self._renormalized(attn * prior.unsqueeze(1).to(attn.dtype))
+                out = torch.matmul(attn, v)
+            else:
+                gated = self._renormalized(attn * gated_prior(prior, gate).unsqueeze(1).to(attn.dtype))
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask) + torch.matmul(gated - attn, v)
+                attn = gated
             if need_weights:
                 weights = attn.mean(1)
         out = out.transpose(1, 2).reshape(B, N, width)
         return self.out_proj(out), weights
+
+    def _renormalized(self, attn: Tensor) -> Tensor:
+        return attn / attn.sum(-1, keepdim=True).clamp_min(self.eps) if self.renormalize else attn
+
+
+def prior_gate_value(raw: Tensor) -> Tensor:
+    """The gate ``alpha = clamp(raw, 0, 1)`` of a layer's prior, with a straight-through gradient.
+
+    The forward value is the clamp; the gradient passes as if there were none, so a gate that
+    the first steps push below 0 (prior off) still sees whether opening it would help and can
+    reopen (a plain clamp would leave it stuck with zero gradient). ``raw`` starts at 0.
+    """
+    return raw + (raw.clamp(0.0, 1.0) - raw).detach()
+
+
+def gated_prior(prior: Tensor, gate: Tensor) -> Tensor:
+    """The prior seen through its gate: ``1 + alpha (C - 1)`` (``1`` at ``alpha = 0``, ``C`` at 1)."""
+    return torch.lerp(torch.ones_like(prior), prior, gate.to(prior.dtype))
 
 
 def _key_bias(key_valid: Tensor, dtype: torch.dtype) -> Tensor:

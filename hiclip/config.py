@@ -58,6 +58,14 @@ class AffinityConfig:
     keep_reference_self : bool
         Set ``C_ii`` of word tokens / patches to ``sqrt(1e-9) ~ 3.2e-5`` as the reference
         Tree-Transformer code does (nearly removing self-attention). Off by default (``C_ii = 1``).
+    prior_gate : bool
+        Not part of method.md: an extension for turning a pretrained CLIP into a HiCLIP. Each
+        tower gets one learnable gate ``alpha`` in ``[0, 1]`` per layer, starting at 0, and a
+        prior layer attends with ``(1 - alpha) P + alpha (P * C)`` instead of ``P * C``
+        (:func:`hiclip.attention.gated_prior`): at ``alpha = 0`` the model is exactly the one
+        without the prior, and fine-tuning opens the gate as far as the loss wants. The links
+        (induction) are not gated. Off by default (method.md's attention); ``hiclip import-clip
+        --hierarchy`` turns it on.
     """
 
     scale: float | None = None
@@ -65,6 +73,7 @@ class AffinityConfig:
     combine: str = "mean"
     renormalize: bool = False
     keep_reference_self: bool = False
+    prior_gate: bool = False
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINE_RULES:

@@ -45,6 +45,7 @@ from hiclip.attention import (
     attention_links_chain,
     attention_links_grid,
     image_prior,
+    prior_gate_value,
     text_prior,
 )
 from hiclip.config import AffinityConfig, HiCLIPConfig, TextConfig, VisionConfig
@@ -149,10 +150,11 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor, key_valid: Tensor | None = None, prior: Tensor | None = None,
                 need_weights: bool = False, bias: Tensor | None = None,
-                fused: bool = False) -> tuple[Tensor, Tensor | None]:
-        """``fused``: the attention with a prior takes :func:`prior_attention` (``bias`` its mask)."""
+                fused: bool = False, gate: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``fused``: the attention with a prior takes :func:`prior_attention` (``bias`` its mask),
+        unless a ``gate`` is given (the gated mix has its own explicit path)."""
         out, weights = self.attn(self.ln_1(x), key_valid, prior, need_weights, bias,
-                                 prior_attention if fused else None)
+                                 prior_attention if fused else None, gate)
         x = x + out
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -182,6 +184,7 @@ class _Tower(nn.Module):
     A tower registers ``blocks = self._build_blocks()`` among its own modules, where CLIP has
     them (the parameter order follows CLIP), and sets ``affinities = self._build_affinities(...)``
     last, after its CLIP initialisation: their initial values come from the RNG state left there.
+    Then ``_build_prior_gate()`` registers the prior gates (``affinity.prior_gate``; zeros, no RNG).
 
     Parameters
     ----------
@@ -191,6 +194,7 @@ class _Tower(nn.Module):
     """
 
     affinities: nn.ModuleList | None
+    prior_gate: nn.Parameter | None
 
     def __init__(self, config: TextConfig | VisionConfig, hierarchy: bool,
                  affinity: AffinityConfig) -> None:
@@ -224,6 +228,20 @@ class _Tower(nn.Module):
                 kind(config.width, affinity.scale, affinity.eps, config.ln_eps) for _ in range(config.layers)
             )
 
+    def _build_prior_gate(self) -> None:
+        """Register ``prior_gate``: the raw gates (one per layer, zeros) with ``affinity.prior_gate``
+        and the hierarchy on, else ``None``. Zeros draw nothing from the RNG."""
+        gated = self.hierarchy and self.affinity_config.prior_gate
+        self.register_parameter("prior_gate", nn.Parameter(torch.zeros(self.config.layers)) if gated else None)
+
+    def _gate(self, i: int) -> Tensor | None:
+        """The gate ``alpha`` of layer ``i``'s prior, or ``None`` without gates."""
+        return None if self.prior_gate is None else prior_gate_value(self.prior_gate[i])
+
+    def prior_gates(self) -> list[float] | None:
+        """The gate values ``alpha`` of every layer (``None`` without gates), for reports."""
+        return None if self.prior_gate is None else prior_gate_value(self.prior_gate.detach()).tolist()
+
 
 class TextTower(_Tower):
     """Text encoder: a bidirectional (or, with ``config.causal``, causal) Transformer, a
@@ -256,6 +274,7 @@ class TextTower(_Tower):
             self.mlm_bias = nn.Parameter(torch.zeros(config.vocab_size))
         self._init_weights()
         self.affinities = self._build_affinities(ChainAffinity)
+        self._build_prior_gate()
 
     def _init_weights(self) -> None:
         width = self.config.width
@@ -319,13 +338,14 @@ class TextTower(_Tower):
 
     def _layer(self, i: int, x: Tensor, links: Tensor | None, masks: dict[str, Tensor],
                need_weights: bool, fused: _FusedText | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        prior = None
+        prior = gate = None
         if fused is not None:  # hiclip/fused_attention.py: the same links and prior in fewer ops
             affinity = self.affinities[i]
             links = neighbour_links(affinity, x, fused.graph, links)
             if i in self._prior_layers:
                 prior = fused_text_prior(links, fused.prior)
-            x, weights = self.blocks[i](x, masks["attend"], prior, need_weights, fused.bias, fused=True)
+                gate = self._gate(i)
+            x, weights = self.blocks[i](x, masks["attend"], prior, need_weights, fused.bias, fused=True, gate=gate)
             return x, links, weights
         if self.affinities is not None:
             links = self.affinities[i](x, masks["boundary"], links)
@@ -333,7 +353,8 @@ class TextTower(_Tower):
                 aff = self.affinity_config
                 prior = text_prior(links, masks["intra_word"], masks["special"], masks["valid"], aff.eps,
                                    aff.keep_reference_self)
-        x, weights = self.blocks[i](x, masks["attend"], prior, need_weights)
+                gate = self._gate(i)
+        x, weights = self.blocks[i](x, masks["attend"], prior, need_weights, gate=gate)
         return x, links, weights
 
     def _run(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None,
@@ -488,6 +509,7 @@ class VisionTower(_Tower):
         self.proj = nn.Linear(width, embed_dim, bias=False)
         self._init_weights()
         self.affinities = self._build_affinities(GridAffinity)
+        self._build_prior_gate()
 
     def _init_weights(self) -> None:
         width = self.config.width
@@ -498,13 +520,14 @@ class VisionTower(_Tower):
 
     def _layer(self, i: int, x: Tensor, links: tuple[Tensor, Tensor] | Tensor | None, need_weights: bool,
                graph: NeighbourGraph | None = None) -> tuple[Tensor, tuple[Tensor, Tensor] | Tensor | None, Tensor | None]:
-        prior = None
+        prior = gate = None
         if graph is not None:  # hiclip/fused_attention.py: flat links (B, H(W-1) + (H-1)W)
             affinity, grid, aff = self.affinities[i], self.config.grid, self.affinity_config
             links = neighbour_links(affinity, x, graph, links)
             if i in self._prior_layers:
                 prior = fused_image_prior(links, grid, grid, aff.combine, aff.eps, aff.keep_reference_self)
-            x, weights = self.blocks[i](x, None, prior, need_weights, fused=True)
+                gate = self._gate(i)
+            x, weights = self.blocks[i](x, None, prior, need_weights, fused=True, gate=gate)
             return x, links, weights
         if self.affinities is not None:
             grid = self.config.grid
@@ -512,7 +535,8 @@ class VisionTower(_Tower):
             if i in self._prior_layers:
                 aff = self.affinity_config
                 prior = image_prior(links[0], links[1], aff.combine, aff.eps, aff.keep_reference_self)
-        x, weights = self.blocks[i](x, None, prior, need_weights)
+                gate = self._gate(i)
+        x, weights = self.blocks[i](x, None, prior, need_weights, gate=gate)
         return x, links, weights
 
     def _run(self, images: Tensor, need_weights: bool) -> tuple[Tensor, list[tuple[Tensor, Tensor]], list[Tensor]]:

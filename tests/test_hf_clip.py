@@ -225,7 +225,8 @@ def test_export_refuses_what_clipmodel_cannot_express(tmp_path, capsys) -> None:
 def test_fresh_hierarchy_starts_near_the_imported_model(folder) -> None:
     imported = import_clip(folder)
     model, tok = imported.model, imported.tokenizer
-    hierarchy = import_clip(folder, hierarchy=True).model
+    hierarchy = import_clip(folder, hierarchy=True, prior_gate=False).model  # the prior in full from step 0
+    assert not hierarchy.config.affinity.prior_gate and hierarchy.text.prior_gate is None
     assert hierarchy.config.hierarchy and len(hierarchy.text.affinities) == 2
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, hierarchy.state_dict()[name]), name
@@ -253,6 +254,37 @@ def test_fresh_hierarchy_starts_near_the_imported_model(folder) -> None:
     only_last = import_clip(folder, hierarchy=True, prior_layers=[1]).model
     assert only_last.config.text.prior_layers == [1] == only_last.config.vision.prior_layers
     assert add_fresh_hierarchy(model, [0]).config.text.prior_layers == [0]
+
+
+def test_gated_hierarchy_is_exactly_the_imported_clip(folder, reference, tmp_path, capsys) -> None:
+    """The default --hierarchy closes the prior gates: the features are the CLIP's, bit for bit."""
+    plain = import_clip(folder)
+    gated = import_clip(folder, hierarchy=True)
+    model, tok = gated.model, gated.tokenizer
+    assert model.config.hierarchy and model.config.affinity.prior_gate
+    assert gated.extra["imported"]["hierarchy"]["prior_gate"] is True
+    batch = tok([*TEXTS, LONG])
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids),
+                           plain.model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids))
+        assert torch.equal(model.encode_image(images), plain.model.encode_image(images))
+        clip, clip_tok = reference
+        hf = _hf_ids(clip_tok, [*TEXTS, LONG])
+        torch.testing.assert_close(model.encode_text(batch.input_ids, batch.attention_mask),
+                                   _features(clip.get_text_features(**hf)), rtol=0, atol=1e-5)
+        torch.testing.assert_close(model.encode_image(images), _features(clip.get_image_features(pixel_values=images)),
+                                   rtol=0, atol=1e-5)
+    assert main(["import-clip", "--from", str(folder), "--out", str(tmp_path / "g"), "--hierarchy"]) == 0
+    assert json.loads(capsys.readouterr().out)["prior_gate"] is True
+    assert hiclip.load(tmp_path / "g")[0].text.prior_gates() == [0.0, 0.0]
+    assert main(["import-clip", "--from", str(folder), "--out", str(tmp_path / "u"), "--hierarchy",
+                 "--no-prior-gate"]) == 0
+    assert json.loads(capsys.readouterr().out)["prior_gate"] is False
+    assert not hiclip.load(tmp_path / "u")[0].config.affinity.prior_gate
+    assert main(["import-clip", "--from", str(folder), "--out", str(tmp_path / "x"), "--no-prior-gate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs the hierarchy" in err and "\n" not in err and not (tmp_path / "x").exists()
 
 
 def _bad(tmp_path: Path, folder: Path, name: str) -> Path:

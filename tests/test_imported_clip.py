@@ -35,6 +35,8 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     paths = {"root": root, "data": root / "shapes", "hf": root / "hf"}
     paths["clip"], _ = import_clip_checkpoint(root / "hf", root / "checkpoints" / "clip")
     paths["hiclip"], _ = import_clip_checkpoint(root / "hf", root / "checkpoints" / "hiclip", hierarchy=True)
+    paths["hiclip-ungated"], _ = import_clip_checkpoint(root / "hf", root / "ungated", hierarchy=True,
+                                                        prior_gate=False)  # outside the app's checkpoints
     return paths
 
 
@@ -198,17 +200,32 @@ def test_one_fine_tuning_step_per_objective(setup, tmp_path, objective) -> None:
     assert after.config.hierarchy and after.config.text.causal
     mlm = objective in ("mlm", "text_mlm")
     assert (tokenizer.mask_token_id is not None) == mlm and after.config.text.mlm_head == mlm
+    assert after.config.affinity.prior_gate  # the import's closed gates, kept from the checkpoint
     changed = [k for k, v in before.state_dict().items() if k in after.state_dict()
                and v.shape == after.state_dict()[k].shape and not torch.equal(v, after.state_dict()[k])]
-    assert any(k.startswith("text.blocks") for k in changed)
+    assert any(k.startswith("text.blocks") for k in changed) and "text.prior_gate" in changed
     if objective != "text_mlm":
-        assert any(k.startswith("vision.blocks") for k in changed) and any(".affinities." in k for k in changed)
+        assert any(k.startswith("vision.blocks") for k in changed) and "vision.prior_gate" in changed
     else:
         assert after.config.vision is None
     log = (tmp_path / "run" / "out.log").read_text()
     assert f"initialised from {setup['hiclip']}" in log
     if mlm:
         assert "added the mask token '<|mask|>'" in log and tokenizer.vocab_size == before.config.text.vocab_size + 1
+
+
+@pytest.mark.parametrize("objective", ["clip", "text_mlm"])
+def test_one_fine_tuning_step_without_prior_gates(setup, tmp_path, objective) -> None:
+    """Without gates (import-clip --no-prior-gate) the prior acts from step 0: the affinities learn at once."""
+    before, _ = hiclip.load(setup["hiclip-ungated"])
+    result = train(_init_config(setup, *OBJECTIVES[objective], init="hiclip-ungated"), tmp_path / "run")
+    after, _ = hiclip.load(result.final)
+    assert result.steps == 1 and not after.config.affinity.prior_gate and after.text.prior_gate is None
+    moved = {k for k, v in before.state_dict().items() if k in after.state_dict() and ".affinities." in k
+             and k.endswith(".k.weight") and not torch.equal(v, after.state_dict()[k])}
+    # the fresh key projections start at zero, where weight decay does nothing: a gradient moved them
+    assert any(k.startswith("text.") for k in moved)
+    assert objective == "text_mlm" or any(k.startswith("vision.") for k in moved)
 
 
 def test_init_recipe_must_agree_or_be_overridden(setup, tmp_path, capsys) -> None:
@@ -221,6 +238,12 @@ def test_init_recipe_must_agree_or_be_overridden(setup, tmp_path, capsys) -> Non
     # a setting that keeps the shapes may be changed explicitly: fine-tune the tower bidirectionally
     result = train(_init_config(setup, 'model_overrides={"text": {"causal": false}}'), tmp_path / "d")
     assert not hiclip.load(result.final)[0].config.text.causal
+    # the prior gates are weights: they come from the checkpoint, whatever the recipe's model says
+    with pytest.raises(HiCLIPError, match="affinity.prior_gate is True in the checkpoint and cannot change"):
+        train(_init_config(setup, 'model_overrides={"affinity": {"prior_gate": false}}'), tmp_path / "g")
+    with pytest.raises(HiCLIPError, match="affinity.prior_gate is False in the checkpoint"):
+        train(_init_config(setup, 'model_overrides={"affinity": {"prior_gate": true}}', init="hiclip-ungated"),
+              tmp_path / "h")
     vanilla = train(_init_config(setup, "hierarchy=false", init="clip"), tmp_path / "e")
     assert not hiclip.load(vanilla.final)[0].config.hierarchy
     capsys.readouterr()

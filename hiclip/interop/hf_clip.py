@@ -357,10 +357,15 @@ def read_hf_tokenizer(folder: str | Path, context_length: int) -> tuple[HiCLIPTo
 # the hierarchy
 
 
-def add_fresh_hierarchy(model: HiCLIP, prior_layers: list[int] | None = None, seed: int = 0) -> HiCLIP:
+def add_fresh_hierarchy(model: HiCLIP, prior_layers: list[int] | None = None, seed: int = 0,
+                        prior_gate: bool = True) -> HiCLIP:
     """A HiCLIP with ``model``'s weights and fresh affinity modules in every layer of both towers.
 
     ``prior_layers`` (both towers; default all) are the layers whose attention the prior multiplies.
+    ``prior_gate`` (default) adds the per-layer prior gates of ``affinity.prior_gate``, closed
+    (``alpha = 0``): the features are then exactly ``model``'s until fine-tuning opens them.
+    Without the gates the prior acts in full from the first step, and even at the start
+    described next it changes the features (measured in RESULTS.md, "Imported CLIPs").
     The fresh modules start with a zero key projection: every neighbour score is 0, so each
     token (patch) splits its affinity evenly between its neighbours. That is the start whose
     prior is largest over whole sentences (the product of a token's two probabilities,
@@ -373,12 +378,14 @@ def add_fresh_hierarchy(model: HiCLIP, prior_layers: list[int] | None = None, se
     config = model.config
     text = replace(config.text, prior_layers=prior_layers)
     vision = replace(config.vision, prior_layers=prior_layers) if config.vision is not None else None
-    target = replace(config, hierarchy=True, text=text, vision=vision)
+    affinity = replace(config.affinity, prior_gate=prior_gate)
+    target = replace(config, hierarchy=True, text=text, vision=vision, affinity=affinity)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = HiCLIP(target)
     result = fresh.load_state_dict(model.state_dict(), strict=False)
-    if result.unexpected_keys or any(".affinities." not in k for k in result.missing_keys):
+    if result.unexpected_keys or any(".affinities." not in k and not k.endswith(".prior_gate")
+                                     for k in result.missing_keys):
         raise HiCLIPError(f"add_fresh_hierarchy: the weights of {config.name!r} do not fit its hierarchy twin")
     with torch.no_grad():
         for tower in (fresh.text, fresh.vision):
@@ -426,8 +433,17 @@ def _image_warnings(processor: dict[str, Any] | None, image_size: int, where: Pa
     return found
 
 
+def _gated(hierarchy: bool, prior_layers: list[int] | None, prior_gate: bool | None) -> bool:
+    """Check the hierarchy options of an import; return whether the prior is gated."""
+    if prior_layers is not None and not hierarchy:
+        raise HiCLIPError("import-clip: prior_layers needs the hierarchy (--hierarchy)")
+    if prior_gate is not None and not hierarchy:
+        raise HiCLIPError("import-clip: the prior gate setting needs the hierarchy (--hierarchy)")
+    return hierarchy if prior_gate is None else prior_gate
+
+
 def import_clip(folder: str | Path, hierarchy: bool = False, prior_layers: list[int] | None = None,
-                seed: int = 0) -> ImportedCLIP:
+                seed: int = 0, prior_gate: bool | None = None) -> ImportedCLIP:
     """Read a local transformers CLIPModel folder into a hiclip model and tokenizer.
 
     Parameters
@@ -442,6 +458,9 @@ def import_clip(folder: str | Path, hierarchy: bool = False, prior_layers: list[
         Layers (both towers) whose attention the prior multiplies; default all.
     seed : int
         Seeds the fresh affinity modules' query projections.
+    prior_gate : bool, optional
+        With the hierarchy: gate the prior, closed at the start (``affinity.prior_gate``), so the
+        imported features are unchanged until fine-tuning. ``None`` means yes with the hierarchy.
 
     Raises
     ------
@@ -453,8 +472,7 @@ def import_clip(folder: str | Path, hierarchy: bool = False, prior_layers: list[
     folder = Path(folder)
     raw = read_hf_config(folder)
     where = folder / CONFIG_FILE
-    if prior_layers is not None and not hierarchy:
-        raise HiCLIPError("import-clip: prior_layers needs the hierarchy (--hierarchy)")
+    gated = _gated(hierarchy, prior_layers, prior_gate)
     config = config_from_hf(raw, folder.resolve().name, where)
     hf_state, files = read_hf_weights(folder)
     state = state_from_hf(hf_state, config, files[0] if len(files) == 1 else folder)
@@ -472,7 +490,7 @@ def import_clip(folder: str | Path, hierarchy: bool = False, prior_layers: list[
     model = HiCLIP(config)
     model.load_state_dict(state, strict=True)
     if hierarchy:
-        model = add_fresh_hierarchy(model, prior_layers, seed)
+        model = add_fresh_hierarchy(model, prior_layers, seed, gated)
     processor = None
     if (folder / PREPROCESSOR_FILE).is_file():
         try:
@@ -489,19 +507,21 @@ def import_clip(folder: str | Path, hierarchy: bool = False, prior_layers: list[
         "hf_config": raw, "dtype": _dtype_name(hf_state), "tokenizer_files": tokenizer_files,
         "image_processor": processor,
         "hierarchy": {"added": bool(hierarchy), "prior_layers": prior_layers, "seed": seed,
-                      "init": FRESH_HIERARCHY_INIT} if hierarchy else None,
+                      "init": FRESH_HIERARCHY_INIT, "prior_gate": gated} if hierarchy else None,
     }}
     return ImportedCLIP(model.eval(), tokenizer, extra, notes)
 
 
 def import_clip_checkpoint(folder: str | Path, out: str | Path, hierarchy: bool = False,
-                           prior_layers: list[int] | None = None, seed: int = 0) -> tuple[Path, ImportedCLIP]:
+                           prior_layers: list[int] | None = None, seed: int = 0,
+                           prior_gate: bool | None = None) -> tuple[Path, ImportedCLIP]:
     """:func:`import_clip`, then :func:`hiclip.checkpoint.save` to ``out``."""
     from hiclip.atomic import check_writable
     from hiclip.checkpoint import save
 
+    _gated(hierarchy, prior_layers, prior_gate)  # before anything is written
     check_writable(out, folder=True)
-    imported = import_clip(folder, hierarchy, prior_layers, seed)
+    imported = import_clip(folder, hierarchy, prior_layers, seed, prior_gate)
     return save(imported.model, imported.tokenizer, out, extra=imported.extra), imported
 
 

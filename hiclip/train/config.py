@@ -39,6 +39,9 @@ class OptimConfig:
     # Clip each tower's gradient (text tower; vision tower + SimSiam heads; the temperature) to
     # grad_clip on its own, so one tower's large gradient does not shrink the other's step.
     clip_per_tower: bool = False
+    # Learning rate of the prior gates (affinity.prior_gate, imported CLIPs) relative to the rest.
+    # Adam moves a gate by about lr per step at most, so at 1.0 a short fine-tune cannot open it far.
+    prior_gate_lr_scale: float = 1.0
 
 
 @dataclass
@@ -196,6 +199,8 @@ class TrainConfig:
             raise HiCLIPError(f"optim.lr must be > 0, got {opt.lr}")
         if opt.warmup_steps < 0 or opt.weight_decay < 0 or opt.grad_clip < 0:
             raise HiCLIPError("optim.warmup_steps, weight_decay and grad_clip must be >= 0")
+        if not opt.prior_gate_lr_scale > 0:
+            raise HiCLIPError(f"optim.prior_gate_lr_scale must be > 0, got {opt.prior_gate_lr_scale}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,6 +10,9 @@ line naming the settings that disagree:
   the checkpoint's architecture as it is.
 * ``hierarchy`` must equal the checkpoint's. Fresh affinity modules are added by
   ``hiclip import-clip --hierarchy`` (:func:`hiclip.interop.hf_clip.add_fresh_hierarchy`).
+* ``affinity.prior_gate`` (the per-layer prior gates that ``hiclip import-clip --hierarchy``
+  adds) is the checkpoint's, whatever the recipe says: the gates are weights. Overriding it
+  explicitly is an error.
 * ``model_overrides`` may change, explicitly, what does not change the weights' shapes:
   ``text.causal``, ``{text,vision}.prior_layers``, ``{text,vision}.activation``, ``ln_eps``,
   ``max_logit_scale`` and the ``affinity`` options. Shapes (widths, depths, heads, context
@@ -40,6 +43,8 @@ from hiclip.train.config import INIT_MODEL, TrainConfig
 _NOT_COMPARED = frozenset({"name", "text.vocab_size", "init_logit_scale", "text.mlm_head"})
 _ADJUSTABLE = frozenset({"text.causal", "text.prior_layers", "vision.prior_layers", "text.activation",
                          "vision.activation", "text.ln_eps", "vision.ln_eps", "max_logit_scale"})
+#: Always the checkpoint's (the prior gates are weights); an explicit override that differs is an error.
+_FROM_CHECKPOINT = frozenset({"affinity.prior_gate"})
 _MAX_LISTED = 4
 
 
@@ -96,6 +101,11 @@ def init_target_config(config: TrainConfig) -> HiCLIPConfig:
         ours = {k: v for k, v in ours.items() if not k.startswith("vision")}
         theirs = {k: v for k, v in theirs.items() if not k.startswith("vision")}
     differ = [k for k in sorted(set(ours) | set(theirs)) if k not in _NOT_COMPARED and ours.get(k) != theirs.get(k)]
+    for key in _FROM_CHECKPOINT.intersection(differ):
+        if key in explicit:
+            raise HiCLIPError(f"{where}: {key} is {theirs.get(key)!r} in the checkpoint and cannot change "
+                              "(the gates are weights); choose it at import (hiclip import-clip --no-prior-gate)")
+        differ.remove(key)
     if "hierarchy" in differ:
         if theirs["hierarchy"]:
             hint = "pass --hierarchy (or set hierarchy true)"
@@ -176,8 +186,9 @@ def initial_model(config: TrainConfig, tokenizer: HiCLIPTokenizer) -> tuple[Any,
         raise HiCLIPError(f"--init {config.init}: its weights do not fit the model "
                           f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
     loaded = len(state)
+    gates = ", prior gates" if target.hierarchy and target.affinity.prior_gate else ""
     notes.insert(0, f"initialised from {config.init}: {loaded} tensors "
-                    f"({target.name}, hierarchy {'on' if target.hierarchy else 'off'}, text tower "
+                    f"({target.name}, hierarchy {'on' if target.hierarchy else 'off'}{gates}, text tower "
                     f"{'causal' if target.text.causal else 'bidirectional'})"
                     + (f"; fresh: {', '.join(fresh)} (the MLM head)" if fresh else ""))
     if config.tokenizer != "word" or config.bpe_vocab_size != TrainConfig.bpe_vocab_size:

@@ -24,30 +24,44 @@ def is_decayed(name: str, param: nn.Parameter, decay_embeddings: bool = True) ->
     return True
 
 
+#: The per-layer prior gates (``affinity.prior_gate``), which ``optim.prior_gate_lr_scale`` may single out.
+PRIOR_GATE_SUFFIX = "prior_gate"
+
+
 def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
-                     decay_embeddings: bool = True) -> list[dict]:
-    """Two AdamW groups: decayed weights and the rest (names kept for inspection and tests)."""
-    decay, no_decay, decay_names, no_decay_names = [], [], [], []
+                     decay_embeddings: bool = True, prior_gate_lr_scale: float = 1.0) -> list[dict]:
+    """Two AdamW groups: decayed weights and the rest (names kept for inspection and tests).
+
+    With ``prior_gate_lr_scale != 1`` the prior gates form a third group (no decay) whose
+    learning rate is the schedule's times ``lr_scale``; otherwise they are in the second.
+    """
+    decay, no_decay, gates, decay_names, no_decay_names, gate_names = [], [], [], [], [], []
     seen: set[int] = set()
     for name, param in named:
         if not param.requires_grad or id(param) in seen:
             continue
         seen.add(id(param))
-        if is_decayed(name, param, decay_embeddings):
+        if prior_gate_lr_scale != 1.0 and name.endswith(PRIOR_GATE_SUFFIX):
+            gates.append(param)
+            gate_names.append(name)
+        elif is_decayed(name, param, decay_embeddings):
             decay.append(param)
             decay_names.append(name)
         else:
             no_decay.append(param)
             no_decay_names.append(name)
-    return [
+    groups = [
         {"params": decay, "weight_decay": weight_decay, "names": decay_names},
         {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names},
     ]
+    if gates:
+        groups.append({"params": gates, "weight_decay": 0.0, "names": gate_names, "lr_scale": prior_gate_lr_scale})
+    return groups
 
 
 def build_optimizer(named: Iterable[tuple[str, nn.Parameter]], config: OptimConfig,
                     fused: bool = False) -> torch.optim.AdamW:
-    groups = parameter_groups(named, config.weight_decay, config.decay_embeddings)
+    groups = parameter_groups(named, config.weight_decay, config.decay_embeddings, config.prior_gate_lr_scale)
     return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
                              fused=fused or None)
 
@@ -83,7 +97,7 @@ class WarmupCosine:
 
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
 
     def step(self) -> None:
         self.step_count += 1
