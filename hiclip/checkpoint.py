@@ -258,7 +258,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Hi
     tensors = _read_weights(folder / WEIGHTS_FILE)
     _check_state(model, tensors, folder / WEIGHTS_FILE, folder / CONFIG_FILE)
     model.load_state_dict(tensors, strict=True)
-    tokenizer = HiCLIPTokenizer.from_file(folder / TOKENIZER_FILE, context_length=config.text.context_length)
+    tokenizer = HiCLIPTokenizer.from_file(folder / TOKENIZER_FILE, context_length=config.text.max_tokens)
     if tokenizer.vocab_size != config.text.vocab_size:
         raise HiCLIPError(f"{folder / TOKENIZER_FILE}: {tokenizer.vocab_size} ids, but {CONFIG_FILE} says "
                           f"text.vocab_size = {config.text.vocab_size}")

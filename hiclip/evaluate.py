@@ -117,7 +117,7 @@ def class_name(value: Any) -> str:
 def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], device: torch.device,
                  batch_size: int = 256) -> torch.Tensor:
     """(N,) texts -> (N, E) L2-normalised features (float32, on CPU)."""
-    context = model.config.text.context_length
+    context = model.config.text.max_tokens
     out = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(list(texts[start:start + batch_size]), context_length=context).to(device)

@@ -226,7 +226,7 @@ class TrainingData:
     tokenizer: HiCLIPTokenizer
     train: Dataset
     val: ValidationSet | None
-    context_length: int
+    context_length: int | None
     num_workers: int = 0
     # Data problems met so far, for the run's log, and images skipped since the last take.
     notes: list[str] = field(default_factory=list)
@@ -268,7 +268,7 @@ def read_corpus(path: str | Path) -> list[str]:
     return lines
 
 
-def _context_length(config: TrainConfig, checkpoint: Path | None = None) -> tuple[int, int | None]:
+def _context_length(config: TrainConfig, checkpoint: Path | None = None) -> tuple[int | None, int | None]:
     from hiclip.factory import get_model_config
 
     if config.init is not None and checkpoint is not None:  # resuming a --init run: its own model
@@ -282,10 +282,10 @@ def _context_length(config: TrainConfig, checkpoint: Path | None = None) -> tupl
     else:
         model = get_model_config(config.model, **dict(config.model_overrides))
     size = model.vision.image_size if model.vision is not None else None
-    return model.text.context_length, size
+    return model.text.max_tokens, size
 
 
-def _tokenizer(config: TrainConfig, texts: list[str], context: int,
+def _tokenizer(config: TrainConfig, texts: list[str], context: int | None,
                checkpoint: Path | None) -> HiCLIPTokenizer:
     if checkpoint is not None:
         return HiCLIPTokenizer.from_file(checkpoint / "tokenizer.json", context_length=context)
@@ -350,7 +350,7 @@ def _validation_set(held: Sequence[Any], image_size: int, on_error: str,
                          labels=[_labels(s) for s in kept], images=torch.stack(images))
 
 
-def _mlm_data(config: TrainConfig, context: int, checkpoint: Path | None) -> TrainingData:
+def _mlm_data(config: TrainConfig, context: int | None, checkpoint: Path | None) -> TrainingData:
     val_lines: list[str] = []
     if config.text_corpus is not None:
         lines = read_corpus(config.text_corpus)
