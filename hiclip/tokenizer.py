@@ -42,6 +42,28 @@ _MASK_NAMES = (MASK_TOKEN, "[MASK]", "<mask>")
 OVERFLOW_RULES = ("error", "truncate")
 
 
+#: How :func:`split_words` turns raw text into words.
+WORD_SPLITS = ("whitespace", "treebank")
+
+
+def split_words(text: str, style: str = "whitespace") -> list[str]:
+    """The words of a raw sentence: split on whitespace (text already tokenised), or
+    (``"treebank"``) lower-cased and split as the Penn Treebank does, with nltk's
+    ``TreebankWordTokenizer`` (no downloaded data): punctuation and clitics are words of their own
+    (``"Dogs, in the park."`` -> ``dogs , in the park .``; ``"don't"`` -> ``do n't``) and double
+    quotes become ``` `` ``` / ``''``. The text is one sentence: as in the treebank tokenizer, only
+    a period at its very end is split off. The tokenizer lower-cases every word anyway; doing it first
+    here is what the shipped caption corpus did.
+    """
+    if style == "whitespace":
+        return text.split()
+    if style == "treebank":
+        from nltk.tokenize import TreebankWordTokenizer
+
+        return TreebankWordTokenizer().tokenize(text.lower())
+    raise HiCLIPError(f"word split {style!r} is not one of {list(WORD_SPLITS)}")
+
+
 class TextTooLong(HiCLIPError):
     """A text has more tokens than the context length allows (``overflow="error"``).
 
@@ -54,8 +76,8 @@ class TextTooLong(HiCLIPError):
         super().__init__(self.describe())
 
     def describe(self) -> str:
-        return (f"{self.n_tokens} tokens with SOT and EOT, over the model's limit of {self.limit} "
-                "(learned positions); shorten the text or use a model with sinusoidal positions")
+        return (f"{self.n_tokens} tokens with SOT and EOT, over the limit of {self.limit} (the context "
+                "length of learned positions; a model with sinusoidal positions takes any length)")
 
     def located(self, where: str) -> HiCLIPError:
         """The same error as ``WHERE: ...`` (e.g. ``caps.txt:12``)."""
@@ -145,6 +167,7 @@ class HiCLIPTokenizer:
             raise HiCLIPError(f"{where}: context_length {context_length} leaves no room between SOT and EOT")
         self._tok = tokenizer
         self.context_length = None if context_length is None else int(context_length)
+        tokenizer.no_truncation()  # this class does the cutting (or refusing) itself
         if tokenizer.post_processor is not None:
             self._kind = "clip"
             roles = _pretrained_roles(tokenizer, where)
