@@ -49,19 +49,13 @@ class SentenceLinks:
     n_unknown: int
 
 
-def over_limit(model, tokenizer, sentences: Sequence[Sequence[str] | str],
-               batch_size: int = 1024) -> list[tuple[int, int]]:
+def over_limit(model, tokenizer, sentences: Sequence[Sequence[str] | str]) -> list[tuple[int, int]]:
     """``(index, n_tokens)`` of the sentences longer than the model takes (its learned
     positions' context length, SOT and EOT included); empty for a model without a limit."""
     limit = model.config.text.max_tokens
     if limit is None:
         return []
-    words_list = [s.split() if isinstance(s, str) else list(s) for s in sentences]
-    out = []
-    for start in range(0, len(words_list), batch_size):
-        batch = tokenizer(words_list[start:start + batch_size], context_length=limit, overflow="truncate")
-        out.extend((start + i, n) for i, n in enumerate(batch.n_tokens) if n > limit)
-    return out
+    return tokenizer.over_limit([s.split() if isinstance(s, str) else list(s) for s in sentences], limit)
 
 
 @torch.no_grad()

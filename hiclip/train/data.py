@@ -273,19 +273,6 @@ def read_corpus(path: str | Path) -> list[str]:
     return [line for _, line in read_corpus_lines(path)]
 
 
-def over_long(tokenizer: HiCLIPTokenizer, texts: Sequence[str], context: int | None,
-              batch_size: int = 1024) -> list[tuple[int, int]]:
-    """``(index, n_tokens)`` of the texts with more tokens than ``context`` (SOT and EOT
-    included); none when ``context`` is None (a model with sinusoidal positions)."""
-    if context is None:
-        return []
-    out = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[start:start + batch_size]), context_length=context, overflow="truncate")
-        out.extend((start + i, n) for i, n in enumerate(batch.n_tokens) if n > context)
-    return out
-
-
 def _too_long(where: str, n_tokens: int, context: int) -> HiCLIPError:
     return HiCLIPError(f"{where}: {n_tokens} tokens with SOT and EOT, over the model's limit of {context} "
                        "(its learned positions' context length; set on_error=skip / --on-error skip to "
@@ -294,7 +281,7 @@ def _too_long(where: str, n_tokens: int, context: int) -> HiCLIPError:
 
 def _check_corpus_lengths(tokenizer: HiCLIPTokenizer, lines: list[tuple[int, str]], context: int | None,
                           path: Path, on_error: str, notes: list[str]) -> list[tuple[int, str]]:
-    over = dict(over_long(tokenizer, [line for _, line in lines], context))
+    over = dict(tokenizer.over_limit([line for _, line in lines], context)) if context is not None else {}
     if not over:
         return lines
     if on_error != "skip":
@@ -312,7 +299,7 @@ def _check_caption_lengths(tokenizer: HiCLIPTokenizer, samples: list[Any], conte
     owners = [(k, c) for k, s in enumerate(samples) for c in range(len(s.captions))]
     owners += [(k, -1 - j) for k, s in enumerate(samples) for j in range(len(s.negatives or []))]
     texts = [samples[k].captions[c] if c >= 0 else samples[k].negatives[-1 - c] for k, c in owners]
-    over = over_long(tokenizer, texts, context)
+    over = tokenizer.over_limit(texts, context) if context is not None else []
     if not over:
         return samples
     drop: dict[int, set[int]] = {}
