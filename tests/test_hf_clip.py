@@ -311,3 +311,14 @@ def test_bad_folders_are_one_line_errors(tmp_path, folder, capsys) -> None:
 
 class Unpicklable:
     """Any class: ``weights_only`` loading refuses to rebuild it."""
+
+
+def test_export_refuses_a_text_tower_without_a_learned_position_table(tmp_path):
+    from hiclip.interop.hf_clip import export_hf
+
+    tokenizer = hiclip.HiCLIPTokenizer.train_word_level(["a red square"], context_length=None)
+    model = hiclip.create_model("hiclip-tiny", hierarchy=False, vocab_size=tokenizer.vocab_size,
+                                text={"positions": "sinusoidal", "causal": True})
+    folder = hiclip.save(model, tokenizer, tmp_path / "ck")
+    with pytest.raises(HiCLIPError, match="sinusoidal positions; a CLIPModel has a learned position table only"):
+        export_hf(folder, tmp_path / "hf")
