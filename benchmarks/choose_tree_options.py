@@ -65,8 +65,8 @@ def main() -> None:
 
     predictions = read_predictions(args.pred)
     golds = read_tree_records(args.gold)
-    evaluations = evaluate_tree_variants(predictions, golds, TreeScoreOptions(convention=args.convention), grid())
     options = grid()
+    evaluations = evaluate_tree_variants(predictions, golds, TreeScoreOptions(convention=args.convention), options)
     rows = [Variant(options[key], e.report.corpus_f1, e.report.sentence_f1, e.report.precision, e.report.recall,
                     e.report.n_scored) for key, e in evaluations.items()]
     keys = list(evaluations)

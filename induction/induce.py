@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hiclip.errors import HiCLIPError, SkipReport, located
+from hiclip.errors import HiCLIPError, SkipReport
 from hiclip.tokenizer import split_words
 from induction import image_groups, text_trees
 from induction.affinities import SentenceLinks, image_links, over_limit, sentence_links
