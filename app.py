@@ -111,9 +111,9 @@ def dataset_choices() -> dict[str, str]:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def text_analysis(checkpoint: str, caption: str) -> analysis.TextAnalysis:
+def text_analysis(checkpoint: str, caption: str, words: str = "whitespace") -> analysis.TextAnalysis:
     model, tokenizer = load_model(checkpoint)
-    return analysis.analyse_text(model, tokenizer, caption)
+    return analysis.analyse_text(model, tokenizer, caption, words)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -192,7 +192,8 @@ def read_upload(data: bytes | None, name: str, caption: str | None) -> dict:
     image = validate_image_bytes(data, name, max_bytes=MAX_UPLOAD_BYTES)
     caption = validate_caption(caption)
     digest = hashlib.sha1(data).hexdigest()[:16]
-    return {"key": f"upload::{digest}", "title": name, "image": image, "caption": caption,
+    # typed text is raw: split as the treebanks are, punctuation as words of its own
+    return {"key": f"upload::{digest}", "title": name, "image": image, "caption": caption, "words": "treebank",
             "gold_tree": None, "masks": {}, "true_captions": {caption}, "candidates": ()}
 
 
@@ -306,7 +307,8 @@ def links_view(text: analysis.TextAnalysis | None, image: analysis.ImageAnalysis
                checkpoint: str, chosen: dict, settings: dict) -> None:
     if text is not None and len(text.words) > 1:
         params = (None, settings["text_tau"]) if settings["quantile"] else (settings["text_tau"], None)
-        st.image(figure_png("text_links", checkpoint, chosen["caption"], params, text, None))
+        st.image(figure_png("text_links", checkpoint, f"{chosen.get('words', 'whitespace')}::{chosen['caption']}",
+                            params, text, None))
     if image is not None:
         st.image(figure_png("image_links", checkpoint, chosen["key"], (), None, image))
 
@@ -373,7 +375,15 @@ def retrieval_view(chosen: dict, checkpoint: str) -> None:
     if not chosen["candidates"]:
         st.info("no candidate captions")
         return
-    ranked = ranking(checkpoint, chosen["key"], chosen["image"], tuple(chosen["candidates"]))
+    model, tokenizer = load_model(checkpoint)
+    candidates, left_out = analysis.fitting_captions(model, tokenizer, chosen["candidates"])
+    if left_out:
+        st.caption(f"{left_out} candidate caption(s) over this model's limit of {model.config.text.max_tokens} "
+                   "tokens left out (its learned positions' context length)")
+    if not candidates:
+        st.info("no candidate caption fits this model")
+        return
+    ranked = ranking(checkpoint, chosen["key"], chosen["image"], tuple(candidates))
     rows = [{"rank": i + 1, "similarity": round(score, 4), "caption": caption,
              "true": "yes" if caption in chosen["true_captions"] else ""}
             for i, (caption, score) in enumerate(ranked)]
@@ -421,7 +431,7 @@ def main() -> None:
         return
     has_vision = model.config.vision is not None
     try:
-        text = text_analysis(checkpoint, chosen["caption"])
+        text = text_analysis(checkpoint, chosen["caption"], chosen.get("words", "whitespace"))
     except HiCLIPError as error:
         st.error(str(error))
         text = None

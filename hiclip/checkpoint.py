@@ -161,6 +161,20 @@ def read_extra(path: str | Path) -> dict[str, Any]:
     return _read_config_json(_folder(path)).get("extra") or {}
 
 
+def update_extra(path: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into a checkpoint's ``extra`` (``config.json`` rewritten atomically; the
+    weights and their checksum are untouched); returns the new ``extra``."""
+    folder = _folder(path)
+    data = _read_config_json(folder)
+    extra = {**(data.get("extra") or {}), **updates}
+    try:
+        text = json.dumps({**data, "extra": extra}, indent=2) + "\n"
+    except TypeError as error:
+        raise HiCLIPError(f"update_extra: not JSON-serialisable ({error})") from None
+    atomic_write_text(folder / CONFIG_FILE, text)
+    return extra
+
+
 def verify_weights(folder: str | Path) -> None:
     """Check ``model.safetensors`` against the SHA-256 that ``config.json`` records.
 
@@ -258,7 +272,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Hi
     tensors = _read_weights(folder / WEIGHTS_FILE)
     _check_state(model, tensors, folder / WEIGHTS_FILE, folder / CONFIG_FILE)
     model.load_state_dict(tensors, strict=True)
-    tokenizer = HiCLIPTokenizer.from_file(folder / TOKENIZER_FILE, context_length=config.text.context_length)
+    tokenizer = HiCLIPTokenizer.from_file(folder / TOKENIZER_FILE, context_length=config.text.max_tokens)
     if tokenizer.vocab_size != config.text.vocab_size:
         raise HiCLIPError(f"{folder / TOKENIZER_FILE}: {tokenizer.vocab_size} ids, but {CONFIG_FILE} says "
                           f"text.vocab_size = {config.text.vocab_size}")

@@ -21,6 +21,8 @@ from typing import Any
 from hiclip.errors import HiCLIPError
 
 COMBINE_RULES = ("mean", "max", "min", "geometric")
+#: Text position encodings: a learned table (a hard length limit), fixed sinusoids or none (any length).
+POSITION_KINDS = ("learned", "sinusoidal", "none")
 ACTIVATIONS = ("gelu", "quick_gelu")
 
 
@@ -96,6 +98,10 @@ class TextConfig:
     tower is the bidirectional Tree-Transformer of method.md 3. Imported CLIPs set it (their
     weights were trained causal); with the hierarchy on, the prior multiplies the causally
     masked attention (``softmax(QK^T / sqrt(d) + causal mask) * C``, see ``hiclip.model``).
+    ``positions`` is ``"learned"`` (a table of ``context_length`` rows: a hard limit on the
+    tokens, SOT and EOT included), ``"sinusoidal"`` (the fixed encoding of Vaswani et al., as
+    Tree-Transformer uses) or ``"none"``; the last two take any length, and ``context_length``
+    is then only the tokenizer's padding length (see :attr:`max_tokens`).
     """
 
     vocab_size: int = 1000
@@ -109,13 +115,22 @@ class TextConfig:
     prior_layers: list[int] | None = None
     mlm_head: bool = True
     causal: bool = False
+    positions: str = "learned"
 
     def __post_init__(self) -> None:
         _validate_tower(self, "text")
+        if self.positions not in POSITION_KINDS:
+            raise HiCLIPError(f"text.positions: {self.positions!r} is not one of {list(POSITION_KINDS)}")
         if self.vocab_size < 6:
             raise HiCLIPError(f"text.vocab_size: {self.vocab_size} is smaller than the 5 special tokens + 1")
         if self.context_length < 3:
             raise HiCLIPError(f"text.context_length: {self.context_length} leaves no room between SOT and EOT")
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The most tokens (SOT and EOT included) the tower takes: ``context_length`` with
+        learned positions, ``None`` (no limit) otherwise."""
+        return self.context_length if self.positions == "learned" else None
 
 
 @dataclass

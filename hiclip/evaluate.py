@@ -119,7 +119,7 @@ def class_name(value: Any) -> str:
 def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], device: torch.device,
                  batch_size: int = 256) -> torch.Tensor:
     """(N,) texts -> (N, E) L2-normalised features (float32, on CPU)."""
-    context = model.config.text.context_length
+    context = model.config.text.max_tokens
     out = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(list(texts[start:start + batch_size]), context_length=context).to(device)
@@ -151,6 +151,11 @@ def class_embeddings(model: Any, tokenizer: Any, names: Sequence[str], templates
     if not templates:
         raise HiCLIPError("zero-shot needs at least one prompt template")
     prompts = [t.format(name) for name in names for t in templates]
+    over = tokenizer.over_limit(prompts, model.config.text.max_tokens) if model.config.text.max_tokens else []
+    if over:
+        i, n = over[0]
+        raise HiCLIPError(f"zero-shot prompt {prompts[i]!r} (template {templates[i % len(templates)]!r}): {n} tokens "
+                          f"with SOT and EOT, over the model's limit of {model.config.text.max_tokens}")
     features = encode_texts(model, tokenizer, prompts, device).view(len(names), len(templates), -1)
     return torch.nn.functional.normalize(features.mean(dim=1), dim=-1)
 
@@ -174,6 +179,7 @@ class EvalSet:
     image_features: torch.Tensor  # (N, E), normalised
     name: str = ""
     templates: dict[str, list[str]] = field(default_factory=dict)
+    origins: list[str] = field(default_factory=list)  # where each image's record came from (file:line)
 
 
 def evaluate_retrieval(model: Any, tokenizer: Any, data: EvalSet,
@@ -186,6 +192,16 @@ def evaluate_retrieval(model: Any, tokenizer: Any, data: EvalSet,
             owners.append(i)
     if not texts:
         raise HiCLIPError(f"{data.name}: no captions to retrieve")
+    limit = model.config.text.max_tokens
+    over = tokenizer.over_limit(texts, limit) if limit is not None else []
+    if over:  # refused whole: a caption cut would change the retrieval protocol
+        i, n = over[0]
+        owner = owners[i]
+        where = data.origins[owner] if data.origins else f"{data.name}: image {data.ids[owner]}"
+        caption = data.captions[owner].index(texts[i])
+        raise HiCLIPError(f"{where}: caption {caption}: {n} tokens with SOT and EOT, over the model's limit of "
+                          f"{limit} (its learned positions' context length; {len(over)} caption(s) of "
+                          f"{data.name} are over it)")
     text_features = encode_texts(model, tokenizer, texts, device)
     metrics = retrieval_metrics(data.image_features @ text_features.t(), owners)
     per_image = len(texts) / max(1, len(data.captions))
@@ -247,7 +263,7 @@ def load_eval_set(spec: str, split: str | None, image_size: int, model: Any, dev
     features = encode_images(model, images, device)
     return EvalSet(ids=[s.id for s in samples], captions=[list(s.captions) for s in samples],
                    labels=[dict(s.labels or {}) for s in samples], image_features=features,
-                   name=f"{spec}:{split}")
+                   name=f"{spec}:{split}", origins=[s.origin or s.id for s in samples])
 
 
 def run_evaluation(checkpoint: str | Path, data: str, split: str | None = "test",

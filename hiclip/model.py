@@ -28,6 +28,7 @@ score both neighbours of a word: they are not attention and are not masked.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,6 +244,23 @@ class _Tower(nn.Module):
         return None if self.prior_gate is None else prior_gate_value(self.prior_gate.detach()).tolist()
 
 
+def sinusoidal_positions(T: int, width: int, device: torch.device | None = None,
+                         dtype: torch.dtype = torch.float32) -> Tensor:
+    """The fixed encoding of Vaswani et al. (2017), ``(T, width)``: ``sin(p / 10000^(2i/d))`` in
+    the even and ``cos`` in the odd columns, divided by ``sqrt(width)``.
+
+    The division puts the encoding at the scale of the token embeddings (initialised with std
+    0.02), the ratio the Tree-Transformer reference gets by multiplying its embeddings by
+    ``sqrt(d)`` instead; the towers here keep CLIP's unscaled token embeddings.
+    """
+    position = torch.arange(T, device=device, dtype=torch.float32).unsqueeze(1)
+    rate = torch.exp(torch.arange(0, width, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / width))
+    table = torch.zeros(T, width, device=device, dtype=torch.float32)
+    table[:, 0::2] = torch.sin(position * rate)
+    table[:, 1::2] = torch.cos(position * rate)[:, : width // 2]
+    return (table / math.sqrt(width)).to(dtype)
+
+
 class TextTower(_Tower):
     """Text encoder: a bidirectional (or, with ``config.causal``, causal) Transformer, a
     Tree-Transformer when ``hierarchy`` is on.
@@ -263,7 +281,8 @@ class TextTower(_Tower):
         super().__init__(config, hierarchy, affinity)
         width = config.width
         self.token_embedding = nn.Embedding(config.vocab_size, width)
-        self.positional_embedding = nn.Parameter(torch.empty(config.context_length, width))
+        if config.positions == "learned":
+            self.positional_embedding = nn.Parameter(torch.empty(config.context_length, width))
         self.blocks = self._build_blocks()
         self.ln_final = nn.LayerNorm(width, eps=config.ln_eps)
         self.text_projection = nn.Linear(width, embed_dim, bias=False)
@@ -279,7 +298,8 @@ class TextTower(_Tower):
     def _init_weights(self) -> None:
         width = self.config.width
         nn.init.normal_(self.token_embedding.weight, std=0.02)
-        nn.init.normal_(self.positional_embedding, std=0.01)
+        if self.config.positions == "learned":
+            nn.init.normal_(self.positional_embedding, std=0.01)
         _init_blocks(self.blocks, width)
         nn.init.normal_(self.text_projection.weight, std=width**-0.5)
         if self.config.mlm_head:
@@ -304,10 +324,11 @@ class TextTower(_Tower):
                 "must both be (batch, tokens)"
             )
         T = input_ids.shape[1]
-        if T > self.config.context_length:
+        limit = self.config.max_tokens
+        if limit is not None and T > limit:
             raise HiCLIPError(
-                f"text: {T} tokens exceed the model's context length {self.config.context_length}; "
-                "tokenize with context_length=model.config.text.context_length"
+                f"text: {T} tokens exceed the model's context length {limit} (learned positions); "
+                "tokenize with context_length=model.config.text.max_tokens"
             )
         if word_ids is not None and word_ids.shape != input_ids.shape:
             raise HiCLIPError(f"text: word_ids {tuple(word_ids.shape)} does not match input_ids {tuple(input_ids.shape)}")
@@ -366,7 +387,7 @@ class TextTower(_Tower):
                 raise HiCLIPError(f"text: token id {high if high >= 0 else low} outside the vocabulary "
                                   f"of {self.config.vocab_size}; was the model built for this tokenizer?")
         T = input_ids.shape[1]
-        x = self.token_embedding(input_ids) + self.positional_embedding[:T]
+        x = self.token_embedding(input_ids) + self.position_encoding(T)
         fused = None
         if self.affinities is not None and not need_weights and fused_enabled(input_ids.device):
             fused = self._fused_context(masks)
@@ -393,6 +414,17 @@ class TextTower(_Tower):
                                  aff.keep_reference_self, dtype)
         return _FusedText(chain_graph(masks["boundary"]), prior,
                           attention_bias(masks["attend"], self.config.heads, torch.float32))
+
+    def position_encoding(self, T: int) -> Tensor | float:
+        """What is added to the token embeddings of ``T`` positions: the learned table's first
+        ``T`` rows, :func:`sinusoidal_positions`, or 0 (``positions="none"``)."""
+        kind = self.config.positions
+        if kind == "learned":
+            return self.positional_embedding[:T]
+        if kind == "none":
+            return 0.0
+        weight = self.token_embedding.weight
+        return sinusoidal_positions(T, self.config.width, weight.device, weight.dtype)
 
     def forward_tokens(self, input_ids: Tensor, attention_mask: Tensor, word_ids: Tensor | None = None) -> Tensor:
         """Final token states.

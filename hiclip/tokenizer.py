@@ -22,9 +22,9 @@ import json
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
@@ -38,6 +38,50 @@ SUBWORD_PREFIX = "##"
 #: The mask token :meth:`HiCLIPTokenizer.with_mask_token` adds to a pretrained vocabulary.
 MASK_TOKEN = "<|mask|>"
 _MASK_NAMES = (MASK_TOKEN, "[MASK]", "<mask>")
+#: What :meth:`HiCLIPTokenizer.__call__` does with a text over the context length.
+OVERFLOW_RULES = ("error", "truncate")
+
+
+#: How :func:`split_words` turns raw text into words.
+WORD_SPLITS = ("whitespace", "treebank")
+
+
+def split_words(text: str, style: str = "whitespace") -> list[str]:
+    """The words of a raw sentence: split on whitespace (text already tokenised), or
+    (``"treebank"``) lower-cased and split as the Penn Treebank does, with nltk's
+    ``TreebankWordTokenizer`` (no downloaded data): punctuation and clitics are words of their own
+    (``"Dogs, in the park."`` -> ``dogs , in the park .``; ``"don't"`` -> ``do n't``) and double
+    quotes become ``` `` ``` / ``''``. The text is one sentence: as in the treebank tokenizer, only
+    a period at its very end is split off. The tokenizer lower-cases every word anyway; doing it first
+    here is what the shipped caption corpus did.
+    """
+    if style == "whitespace":
+        return text.split()
+    if style == "treebank":
+        from nltk.tokenize import TreebankWordTokenizer
+
+        return TreebankWordTokenizer().tokenize(text.lower())
+    raise HiCLIPError(f"word split {style!r} is not one of {list(WORD_SPLITS)}")
+
+
+class TextTooLong(HiCLIPError):
+    """A text has more tokens than the context length allows (``overflow="error"``).
+
+    ``index`` is the text's position in the batch, so a caller that knows where the text came
+    from can re-raise with its file and line (:meth:`located`).
+    """
+
+    def __init__(self, index: int, n_tokens: int, limit: int) -> None:
+        self.index, self.n_tokens, self.limit = index, n_tokens, limit
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        return (f"{self.n_tokens} tokens with SOT and EOT, over the limit of {self.limit} (the context "
+                "length of learned positions; a model with sinusoidal positions takes any length)")
+
+    def located(self, where: str) -> HiCLIPError:
+        """The same error as ``WHERE: ...`` (e.g. ``caps.txt:12``)."""
+        return HiCLIPError(f"{where}: {self.describe()}")
 
 
 @dataclass
@@ -54,9 +98,15 @@ class TextBatch:
         Word index of each token; -1 for SOT/EOT/PAD (and, ``"clip"`` kind, for the pieces of a
         word cut by truncation).
     n_words : Tensor, shape (B,), long
-        Number of words that fit in the context (whole words only).
+        Number of words that fit in the context (whole words only; all of them unless the call
+        asked for ``overflow="truncate"``).
     words : list of list of str
         The lower-cased words that fit, per sequence.
+    n_tokens : list of int
+        Tokens of each whole text, SOT and EOT included, before any truncation.
+    n_unknown : list of int
+        Words of each text (all of them, not only those that fit) with a piece outside the
+        vocabulary (``[UNK]``).
     """
 
     input_ids: torch.Tensor
@@ -64,6 +114,14 @@ class TextBatch:
     word_ids: torch.Tensor
     n_words: torch.Tensor
     words: list[list[str]]
+    n_tokens: list[int] = field(default_factory=list)
+    n_unknown: list[int] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+
+    @property
+    def n_truncated(self) -> int:
+        """Texts of the batch cut to the context length (``overflow="truncate"`` only)."""
+        return sum(self.truncated)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -71,7 +129,7 @@ class TextBatch:
     def to(self, device: torch.device | str) -> "TextBatch":
         """The same batch with its tensors on ``device``."""
         return TextBatch(self.input_ids.to(device), self.attention_mask.to(device), self.word_ids.to(device),
-                         self.n_words.to(device), self.words)
+                         self.n_words.to(device), self.words, self.n_tokens, self.n_unknown, self.truncated)
 
 
 def _base_tokenizer(model: models.Model) -> Tokenizer:
@@ -98,15 +156,18 @@ class HiCLIPTokenizer:
     tokenizer : tokenizers.Tokenizer
         Without a post-processor: must contain the five special tokens, ``[PAD]`` with id 0.
         With one (``"clip"`` kind): it adds SOT/EOT; the special ids are read from the file.
-    context_length : int
-        Default maximum sequence length (SOT and EOT included).
+    context_length : int or None
+        Default maximum sequence length (SOT and EOT included); ``None``: no limit (for a model
+        with sinusoidal or no positions, ``TextConfig.max_tokens``).
     """
 
-    def __init__(self, tokenizer: Tokenizer, context_length: int = DEFAULT_CONTEXT_LENGTH, where: str = "tokenizer") -> None:
-        if context_length < 3:
+    def __init__(self, tokenizer: Tokenizer, context_length: int | None = DEFAULT_CONTEXT_LENGTH,
+                 where: str = "tokenizer") -> None:
+        if context_length is not None and context_length < 3:
             raise HiCLIPError(f"{where}: context_length {context_length} leaves no room between SOT and EOT")
         self._tok = tokenizer
-        self.context_length = int(context_length)
+        self.context_length = None if context_length is None else int(context_length)
+        tokenizer.no_truncation()  # this class does the cutting (or refusing) itself
         if tokenizer.post_processor is not None:
             self._kind = "clip"
             roles = _pretrained_roles(tokenizer, where)
@@ -167,10 +228,12 @@ class HiCLIPTokenizer:
         return cls(tok, context_length)
 
     @classmethod
-    def from_file(cls, path: str | Path, context_length: int | None = None) -> "HiCLIPTokenizer":
+    def from_file(cls, path: str | Path, context_length: int | None | Literal["stored"] = "stored"
+                  ) -> "HiCLIPTokenizer":
         """Load a tokenizer written by :meth:`save` (``path`` is the ``tokenizer.json`` file).
 
-        The default context length is taken from the file unless ``context_length`` is given.
+        The default context length is the one stored in the file (none stored: no limit) unless
+        ``context_length`` is given (an int, or ``None`` for no limit).
         """
         path = Path(path)
         if not path.is_file():
@@ -184,8 +247,8 @@ class HiCLIPTokenizer:
         except Exception as error:  # tokenizers raises a bare Exception on a malformed file
             raise HiCLIPError(f"{path}: not a tokenizers JSON file ({str(error).splitlines()[0]})") from None
         tok.no_truncation()
-        context = context_length or stored.get("max_length") or DEFAULT_CONTEXT_LENGTH
-        return cls(tok, int(context), where=str(path))
+        context = stored.get("max_length") if context_length == "stored" else context_length
+        return cls(tok, context, where=str(path))
 
     @classmethod
     def from_pretrained_parts(cls, tokenizer: Tokenizer, sot_token: str, eot_token: str,
@@ -228,7 +291,8 @@ class HiCLIPTokenizer:
 
     def to_json(self) -> str:
         """The ``tokenizers`` JSON that :meth:`save` writes."""
-        self._tok.enable_truncation(self.context_length)
+        if self.context_length is not None:
+            self._tok.enable_truncation(self.context_length)
         if self._kind == "clip":
             self._tok.enable_padding(pad_id=self.pad_token_id, pad_token=self._tok.id_to_token(self.pad_token_id))
         try:
@@ -239,7 +303,8 @@ class HiCLIPTokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write ``tokenizer.json`` (the ``tokenizers`` format; the default context length is
-        stored in its ``truncation.max_length`` field, a ``"clip"`` pad id in ``padding``)."""
+        stored in its ``truncation.max_length`` field, absent for no limit, a ``"clip"`` pad id in
+        ``padding``)."""
         Path(path).write_text(self.to_json(), encoding="utf-8")
 
     # properties -------------------------------------------------------------------------------
@@ -305,7 +370,7 @@ class HiCLIPTokenizer:
         return out
 
     def __call__(self, texts: Sequence[str | Sequence[str]], context_length: int | None = None,
-                 pad_to_context: bool = False) -> TextBatch:
+                 pad_to_context: bool = False, overflow: str = "error") -> TextBatch:
         """Tokenise a batch.
 
         Parameters
@@ -313,31 +378,41 @@ class HiCLIPTokenizer:
         texts : list of str or list of lists of words
             A string is split on whitespace; a list gives the words directly.
         context_length : int, optional
-            Maximum length with SOT and EOT (default ``self.context_length``). Words that do not
-            fit whole are dropped (EOT is always kept) and ``n_words`` counts those that fit.
+            Maximum length with SOT and EOT (default ``self.context_length``; both None: no limit).
         pad_to_context : bool
-            Pad to ``context_length`` instead of to the longest sequence of the batch.
+            Pad to ``context_length`` instead of to the longest sequence of the batch (no limit:
+            to the longest).
+        overflow : str
+            A text over the limit: ``"error"`` (default) raises :class:`TextTooLong` naming the
+            text's index; ``"truncate"`` drops the words that do not fit whole (EOT is always
+            kept; ``n_words`` counts those that fit, ``truncated`` marks the text).
 
         Returns
         -------
         TextBatch
         """
-        context = int(context_length or self.context_length)
-        if context < 3:
+        if overflow not in OVERFLOW_RULES:
+            raise HiCLIPError(f"tokenizer: overflow {overflow!r} is not one of {list(OVERFLOW_RULES)}")
+        context = context_length if context_length is not None else self.context_length
+        if context is not None and context < 3:
             raise HiCLIPError(f"tokenizer: context_length {context} leaves no room between SOT and EOT")
+        budget = None if context is None else int(context) - 2
         word_lists = self._split(texts)
         if self._kind == "clip":
-            rows, kept_words = self._encode_raw(texts, word_lists, context - 2)
-            return self._batch(rows, kept_words, context, pad_to_context)
+            rows, kept_words, counts = self._encode_raw(texts, word_lists, budget, overflow)
+            return self._batch(rows, kept_words, context, pad_to_context, counts)
         encodings = self._tok.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=False)
-        budget = context - 2
         rows: list[tuple[list[int], list[int]]] = []
         kept_words: list[list[str]] = []
+        counts: list[tuple[int, int]] = []
         for i, (words, enc) in enumerate(zip(word_lists, encodings)):
             ids, wids = list(enc.ids), list(enc.word_ids)
             if sorted(set(wids)) != list(range(len(words))) or any(w is None for w in wids):
                 raise HiCLIPError(f"tokenizer: text {i} could not be aligned to its {len(words)} words")
-            if len(ids) > budget:
+            counts.append((len(ids) + 2, len({w for t, w in zip(ids, wids) if t == self.unk_token_id})))
+            if budget is not None and len(ids) > budget:
+                if overflow == "error":
+                    raise TextTooLong(i, len(ids) + 2, budget + 2)
                 cut = budget
                 while cut > 0 and wids[cut] == wids[cut - 1]:
                     cut -= 1  # do not keep part of a word
@@ -345,10 +420,24 @@ class HiCLIPTokenizer:
             n = wids[-1] + 1 if wids else 0
             rows.append(([self.sot_token_id] + ids + [self.eot_token_id], [-1] + wids + [-1]))
             kept_words.append([w.lower() for w in words[:n]])
-        return self._batch(rows, kept_words, context, pad_to_context)
+        return self._batch(rows, kept_words, context, pad_to_context, counts)
+
+    def over_limit(self, texts: Sequence[str | Sequence[str]], context_length: int | None = None,
+                   batch_size: int = 1024) -> list[tuple[int, int]]:
+        """``(index, n_tokens)`` of the texts with more tokens (SOT and EOT included) than
+        ``context_length`` (default ``self.context_length``); none when there is no limit."""
+        context = context_length if context_length is not None else self.context_length
+        if context is None:
+            return []
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = self(list(texts[start:start + batch_size]), context_length=context, overflow="truncate")
+            out.extend((start + i, n) for i, n in enumerate(batch.n_tokens) if n > context)
+        return out
 
     def _encode_raw(self, texts: Sequence[str | Sequence[str]], word_lists: list[list[str]],
-                    budget: int) -> tuple[list[tuple[list[int], list[int]]], list[list[str]]]:
+                    budget: int | None, overflow: str
+                    ) -> tuple[list[tuple[list[int], list[int]]], list[list[str]], list[tuple[int, int]]]:
         """``"clip"`` kind: encode each raw text (a word list joined by spaces) as CLIP does, and
         give each piece the index of the whitespace word its first character lies in."""
         strings = [text if isinstance(text, str) else " ".join(words) for text, words in zip(texts, word_lists)]
@@ -359,6 +448,7 @@ class HiCLIPTokenizer:
                     raise HiCLIPError(f"tokenizer: text {i} contains the special token {token!r}")
         rows: list[tuple[list[int], list[int]]] = []
         kept_words: list[list[str]] = []
+        counts: list[tuple[int, int]] = []
         for i, (text, enc) in enumerate(zip(strings, self._tok.encode_batch(strings, add_special_tokens=False))):
             spans = [m.span() for m in re.finditer(r"\S+", text)]
             starts = [a for a, _ in spans]
@@ -371,18 +461,23 @@ class HiCLIPTokenizer:
             if sorted(set(wids)) != list(range(len(spans))):
                 raise HiCLIPError(f"tokenizer: text {i} could not be aligned to its {len(spans)} words")
             ids = list(enc.ids)
-            if len(ids) > budget:  # CLIP keeps the first pieces; a word cut short is no word
+            unknown = {w for t, w in zip(ids, wids) if t == self.unk_token_id} if self.unk_token_id is not None else set()
+            counts.append((len(ids) + 2, len(unknown)))
+            if budget is not None and len(ids) > budget:  # CLIP keeps the first pieces; a word cut short is no word
+                if overflow == "error":
+                    raise TextTooLong(i, len(ids) + 2, budget + 2)
                 cut_word = wids[budget] if wids[budget] == wids[budget - 1] else -2
                 ids = ids[:budget]
                 wids = [-1 if w == cut_word else w for w in wids[:budget]]
             n = max(wids, default=-1) + 1
             rows.append(([self.sot_token_id] + ids + [self.eot_token_id], [-1] + wids + [-1]))
             kept_words.append([text[a:b].lower() for a, b in spans[:n]])
-        return rows, kept_words
+        return rows, kept_words, counts
 
-    def _batch(self, rows: list[tuple[list[int], list[int]]], kept_words: list[list[str]], context: int,
-               pad_to_context: bool) -> TextBatch:
-        T = context if pad_to_context else max(len(r[0]) for r in rows) if rows else 2
+    def _batch(self, rows: list[tuple[list[int], list[int]]], kept_words: list[list[str]], context: int | None,
+               pad_to_context: bool, counts: list[tuple[int, int]]) -> TextBatch:
+        longest = max(len(r[0]) for r in rows) if rows else 2
+        T = context if pad_to_context and context is not None else longest
         input_ids = torch.full((len(rows), T), self.pad_token_id, dtype=torch.long)
         word_ids = torch.full((len(rows), T), -1, dtype=torch.long)
         attention_mask = torch.zeros(len(rows), T, dtype=torch.bool)
@@ -391,7 +486,9 @@ class HiCLIPTokenizer:
             word_ids[i, : len(wids)] = torch.tensor(wids)
             attention_mask[i, : len(ids)] = True
         n_words = torch.tensor([len(w) for w in kept_words], dtype=torch.long)
-        return TextBatch(input_ids, attention_mask, word_ids, n_words, kept_words)
+        return TextBatch(input_ids, attention_mask, word_ids, n_words, kept_words,
+                         [n for n, _ in counts], [u for _, u in counts],
+                         [len(ids) < n for (ids, _), (n, _) in zip(rows, counts)])
 
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
         """Token ids back to lower-cased text; BPE pieces are glued back into words."""

@@ -6,12 +6,14 @@ from attention maps, method.md section 5), so everything downstream treats both 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
 from hiclip.errors import HiCLIPError
+from hiclip.tokenizer import TextTooLong
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -25,10 +27,41 @@ def image_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
     return transforms.eval_transform(image_size)(image.convert("RGB"))
 
 
+@dataclass
+class SentenceLinks:
+    """One sentence through the text tower.
+
+    Attributes
+    ----------
+    words : list of str
+        The words of the sentence as given (all of them: the model reads every word).
+    links : ndarray of float64, shape (L, n_words - 1)
+        Values in (0, 1], non-decreasing over layers.
+    n_tokens : int
+        Tokenizer pieces of the sentence, SOT and EOT included.
+    n_unknown : int
+        Words with a piece outside the vocabulary.
+    """
+
+    words: list[str]
+    links: np.ndarray
+    n_tokens: int
+    n_unknown: int
+
+
+def over_limit(model, tokenizer, sentences: Sequence[Sequence[str] | str]) -> list[tuple[int, int]]:
+    """``(index, n_tokens)`` of the sentences longer than the model takes (its learned
+    positions' context length, SOT and EOT included); empty for a model without a limit."""
+    limit = model.config.text.max_tokens
+    if limit is None:
+        return []
+    return tokenizer.over_limit([s.split() if isinstance(s, str) else list(s) for s in sentences], limit)
+
+
 @torch.no_grad()
-def text_links(model, tokenizer, sentences: Sequence[Sequence[str] | str], batch_size: int = 128,
-               progress=None) -> list[tuple[list[str], np.ndarray]]:
-    """Word links of many sentences.
+def sentence_links(model, tokenizer, sentences: Sequence[Sequence[str] | str], batch_size: int = 128,
+                   progress=None) -> list[SentenceLinks]:
+    """Word links of many sentences, each read whole.
 
     Parameters
     ----------
@@ -40,30 +73,41 @@ def text_links(model, tokenizer, sentences: Sequence[Sequence[str] | str], batch
     progress : callable, optional
         Called with the number of sentences done after each batch (e.g. ``tqdm.update``).
 
-    Returns
-    -------
-    list of (words, links)
-        ``words``: the words the model saw (truncated to its context length); ``links``:
-        float64 array of shape (L, n_words - 1), values in (0, 1], non-decreasing over layers.
+    Raises
+    ------
+    hiclip.tokenizer.TextTooLong
+        For a sentence over the model's limit (``index`` is its position in ``sentences``);
+        :func:`over_limit` finds them all beforehand.
     """
     device = model_device(model)
+    limit = model.config.text.max_tokens
     words_list = [s.split() if isinstance(s, str) else list(s) for s in sentences]
-    out: list[tuple[list[str], np.ndarray]] = []
+    out: list[SentenceLinks] = []
     for start in range(0, len(words_list), batch_size):
         chunk = words_list[start:start + batch_size]
         for i, words in enumerate(chunk):
             if not words:
                 raise HiCLIPError(f"sentence {start + i + 1} is empty")
-        batch = tokenizer(chunk).to(device)
+        try:
+            batch = tokenizer(chunk, context_length=limit).to(device)
+        except TextTooLong as error:
+            raise TextTooLong(start + error.index, error.n_tokens, error.limit) from None
         output = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
                                    return_affinities=True)
         links = output.links.float().cpu().numpy().astype(np.float64)
-        for i, words in enumerate(chunk):
+        for i in range(len(chunk)):
             n = int(batch.n_words[i])
-            out.append((words[:n], links[i, :, : max(n - 1, 0)]))
+            out.append(SentenceLinks(list(chunk[i][:n]), links[i, :, : max(n - 1, 0)], batch.n_tokens[i],
+                                     batch.n_unknown[i]))
         if progress is not None:
             progress(len(chunk))
     return out
+
+
+def text_links(model, tokenizer, sentences: Sequence[Sequence[str] | str], batch_size: int = 128,
+               progress=None) -> list[tuple[list[str], np.ndarray]]:
+    """``(words, links)`` of :func:`sentence_links`."""
+    return [(s.words, s.links) for s in sentence_links(model, tokenizer, sentences, batch_size, progress)]
 
 
 @torch.no_grad()

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from hiclip.errors import HiCLIPError
+from hiclip.errors import HiCLIPError, SkipReport
+from hiclip.tokenizer import split_words
 from induction import image_groups, text_trees
-from induction.affinities import image_links, text_links
+from induction.affinities import SentenceLinks, image_links, over_limit, sentence_links
 from induction.predictions import (
     CaptionPrediction,
     ImagePrediction,
@@ -71,13 +72,44 @@ class GroupOptions:
     compactness: float = 10.0
 
 
+#: Key of a checkpoint's ``extra`` (``config.json``) holding its recommended :class:`TreeOptions`.
+RECOMMENDED_TREES_KEY = "recommended_trees"
+
+
+def recommended_tree_options(extra: dict[str, Any], where: str) -> TreeOptions | None:
+    """The :class:`TreeOptions` a checkpoint recommends (``extra["recommended_trees"]``: the
+    fields of :class:`TreeOptions`, plus free-text ``chosen_on``), or None when it names none."""
+    entry = extra.get(RECOMMENDED_TREES_KEY)
+    if entry is None:
+        return None
+    if not isinstance(entry, dict):
+        raise HiCLIPError(f"{where}: extra.{RECOMMENDED_TREES_KEY} must be a JSON object")
+    known = {f for f in TreeOptions.__dataclass_fields__}
+    values = {k: v for k, v in entry.items() if k != "chosen_on"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise HiCLIPError(f"{where}: extra.{RECOMMENDED_TREES_KEY}: unknown key(s) {unknown}; "
+                          f"expected a subset of {sorted(known)} and 'chosen_on'")
+    if values.get("quantiles") is not None:
+        values["quantiles"] = tuple(values["quantiles"])
+    options = TreeOptions(**values)
+    if options.algorithm not in text_trees.ALGORITHMS:
+        raise HiCLIPError(f"{where}: extra.{RECOMMENDED_TREES_KEY}.algorithm {options.algorithm!r} is not "
+                          f"one of {list(text_trees.ALGORITHMS)}")
+    return options
+
+
 @dataclass
 class InduceOptions:
+    """``words``: how a caption becomes words when the data gives no tokens (``split_words``:
+    ``"whitespace"`` or ``"treebank"``)."""
+
     trees: TreeOptions = field(default_factory=TreeOptions)
     groups: GroupOptions = field(default_factory=GroupOptions)
     batch_size: int = 64
     text: bool = True
     images: bool = True
+    words: str = "whitespace"
 
 
 def model_info(model, checkpoint: str | None) -> ModelInfo:
@@ -88,10 +120,13 @@ def model_info(model, checkpoint: str | None) -> ModelInfo:
                      (vision.grid, vision.grid) if vision is not None else None)
 
 
-def caption_predictions(links: Sequence[tuple[list[str], np.ndarray]], options: TreeOptions,
-                        caption_index: Sequence[int]) -> list[CaptionPrediction]:
-    """Every algorithm's trees for ``links`` (``[(words, (L, n-1) links)]``), induced from the
-    links as stored (:func:`induction.predictions.round_links`)."""
+def caption_predictions(links: Sequence[tuple[list[str], np.ndarray]] | Sequence[SentenceLinks],
+                        options: TreeOptions, caption_index: Sequence[int]) -> list[CaptionPrediction]:
+    """Every algorithm's trees for ``links`` (``[(words, (L, n-1) links)]``, or
+    :class:`~induction.affinities.SentenceLinks`, whose token and unknown-word counts are kept),
+    induced from the links as stored (:func:`induction.predictions.round_links`)."""
+    counts = [(s.n_tokens, s.n_unknown) if isinstance(s, SentenceLinks) else (None, None) for s in links]
+    links = [(s.words, s.links) if isinstance(s, SentenceLinks) else s for s in links]
     if options.algorithm not in text_trees.ALGORITHMS:
         raise HiCLIPError(f"unknown tree algorithm {options.algorithm!r}: use "
                           f"{' or '.join(text_trees.ALGORITHMS)}")
@@ -102,7 +137,8 @@ def caption_predictions(links: Sequence[tuple[list[str], np.ndarray]], options: 
     for i, (words, array) in enumerate(zip(tokens, arrays)):
         primary = by_algorithm[options.algorithm][i]
         out.append(CaptionPrediction(int(caption_index[i]), words, array, primary.bracket, primary.algorithm,
-                                     {name: trees[i].bracket for name, trees in by_algorithm.items()}))
+                                     {name: trees[i].bracket for name, trees in by_algorithm.items()},
+                                     *counts[i]))
     return out
 
 
@@ -136,34 +172,63 @@ def image_prediction(h: np.ndarray, v: np.ndarray, options: GroupOptions, image=
     return entry
 
 
+def drop_over_limit(model, tokenizer, sentences: Sequence[Sequence[str]], where: Sequence[str],
+                    report: SkipReport) -> list[int]:
+    """Indices of the sentences the model can take whole. One over the model's limit is an error
+    naming ``where[i]`` (e.g. ``caps.txt:12``) and the limit, or under ``report``'s skip
+    policy a skip counted as ``"over the model's length limit"``."""
+    over = dict(over_limit(model, tokenizer, sentences))
+    limit = model.config.text.max_tokens
+    for i, n in over.items():
+        report.handle(HiCLIPError(f"{where[i]}: {n} tokens with SOT and EOT, over the model's limit of "
+                                  f"{limit} (its learned positions' context length)"),
+                      "over the model's length limit")
+    return [i for i in range(len(sentences)) if i not in over]
+
+
 def induce_sentences(model, tokenizer, sentences: Sequence[Sequence[str]], options: InduceOptions,
-                     checkpoint: str | None = None, progress=None) -> Iterator[PredictionRecord]:
-    """Records for a text-only input (one sentence per record, ``image`` null)."""
-    links = text_links(model, tokenizer, sentences, options.batch_size, progress)
+                     checkpoint: str | None = None, progress=None, ids: Sequence[str] | None = None,
+                     info: ModelInfo | None = None) -> Iterator[PredictionRecord]:
+    """Records for a text-only input (one sentence per record, ``image`` null); ``ids`` default
+    to ``1, 2, ...`` (the line numbers of a file without gaps)."""
+    links = sentence_links(model, tokenizer, sentences, options.batch_size, progress)
     entries = caption_predictions(links, options.trees, [0] * len(links))
-    info = model_info(model, checkpoint)
+    info = info or model_info(model, checkpoint)
     for i, entry in enumerate(entries):
-        yield PredictionRecord(str(i + 1), None, [entry], None, info)
+        yield PredictionRecord(ids[i] if ids is not None else str(i + 1), None, [entry], None, info)
+
+
+def caption_words(sample, caption: int, words: str = "whitespace") -> list[str]:
+    """The words of a sample's caption: its tokens when the data gives them, else the caption
+    split as ``words`` says (:func:`hiclip.tokenizer.split_words`)."""
+    if sample.tokens and words == "whitespace":
+        return list(sample.tokens[caption])
+    return split_words(sample.captions[caption], words)
 
 
 def induce_samples(model, tokenizer, samples: Sequence, options: InduceOptions,
                    checkpoint: str | None = None, label_dir: Path | None = None,
-                   progress=None, text_progress=None) -> Iterator[PredictionRecord]:
+                   progress=None, text_progress=None, report: SkipReport | None = None,
+                   info: ModelInfo | None = None) -> Iterator[PredictionRecord]:
     """Records for dataset samples (``hiclip.data.Sample``), in order.
 
     Text is induced for all captions first (corpus-level quantile thresholds need every sentence;
     ``text_progress(n)`` is called after each batch of captions), then images are processed in
     batches and records are yielded as they complete (``progress(n)`` after each batch).
+    A caption over the model's length limit is an error naming the sample's origin, or under
+    ``report``'s skip policy left out of its record and counted (:func:`drop_over_limit`).
     """
-    info = model_info(model, checkpoint)
+    info = info or model_info(model, checkpoint)
     use_text = options.text
     use_images = options.images and model.config.vision is not None
     text_by_sample: list[list[CaptionPrediction]] = [[] for _ in samples]
     if use_text:
         owners = [(i, c) for i, sample in enumerate(samples) for c in range(len(sample.captions))]
-        sentences = [samples[i].tokens[c] if samples[i].tokens else samples[i].captions[c].split()
-                     for i, c in owners]
-        links = text_links(model, tokenizer, sentences, options.batch_size, text_progress)
+        sentences = [caption_words(samples[i], c, options.words) for i, c in owners]
+        where = [f"{samples[i].origin or samples[i].id}: caption {c}" for i, c in owners]
+        kept = drop_over_limit(model, tokenizer, sentences, where, report or SkipReport())
+        owners, sentences = [owners[k] for k in kept], [sentences[k] for k in kept]
+        links = sentence_links(model, tokenizer, sentences, options.batch_size, text_progress)
         entries = caption_predictions(links, options.trees, [c for _, c in owners])
         for (i, _), entry in zip(owners, entries):
             text_by_sample[i].append(entry)

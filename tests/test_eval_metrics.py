@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from hiclip.errors import HiCLIPError
+
 from hiclip.evaluate import (
     best_positive_rank,
     class_name,
@@ -116,3 +118,26 @@ def test_zero_shot_ties_break_the_same_way_whatever_the_thread_count() -> None:
     names = ["a", "b", "c", "d", "e", "f", "g"]
     assert tied_classes(classes, names) == [["c", "d", "e", "f", "g"]]
     assert tied_classes(base, names[:3]) == []
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_retrieval_refuses_captions_over_the_learned_limit(positions) -> None:
+    import hiclip
+    from hiclip.evaluate import EvalSet, evaluate_retrieval
+
+    captions = [["a red square", "a blue circle"], ["two stars", " ".join(["star"] * 40)]]
+    tokenizer = hiclip.HiCLIPTokenizer.train_word_level([c for caps in captions for c in caps],
+                                                        context_length=32 if positions == "learned" else None)
+    torch.manual_seed(0)
+    model = hiclip.create_model("hiclip-tiny", vocab_size=tokenizer.vocab_size, text={"positions": positions}).eval()
+    data = EvalSet(ids=["a", "b"], captions=captions, labels=[{}, {}],
+                   image_features=torch.nn.functional.normalize(torch.randn(2, 128), dim=-1),
+                   name="caps:test", origins=["manifest.jsonl:1", "manifest.jsonl:2"])
+    if positions == "learned":
+        with pytest.raises(HiCLIPError, match=r"^manifest.jsonl:2: caption 1: 42 tokens with SOT and EOT, "
+                                              r"over the model's limit of 32"):
+            evaluate_retrieval(model, tokenizer, data, torch.device("cpu"))
+    else:
+        with torch.no_grad():
+            metrics = evaluate_retrieval(model, tokenizer, data, torch.device("cpu"))
+        assert 0 <= metrics["t2i_R@1"] <= 100

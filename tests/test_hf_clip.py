@@ -50,7 +50,7 @@ def test_tokenizer_matches_clip_tokenizer(folder, reference) -> None:
     assert (tok.sot_token_id, tok.eot_token_id) == (reference[1].bos_token_id, reference[1].eos_token_id)
     assert tok.pad_token_id == tok.eot_token_id == tok.unk_token_id and tok.mask_token_id is None
     texts = [*TEXTS, LONG]
-    ours, theirs = tok(texts), _hf_ids(reference[1], texts)
+    ours, theirs = tok(texts, overflow="truncate"), _hf_ids(reference[1], texts)  # as CLIPTokenizer(truncation=True)
     assert torch.equal(ours.input_ids, theirs["input_ids"])
     assert torch.equal(ours.attention_mask, theirs["attention_mask"].bool())
     assert tok.regular_id_range == (0, tok.sot_token_id)
@@ -58,7 +58,9 @@ def test_tokenizer_matches_clip_tokenizer(folder, reference) -> None:
 
 def test_word_ids_follow_the_whitespace_words(folder) -> None:
     tok = import_clip(folder).tokenizer
-    batch = tok(["A photo of a   DOG, isn't it?", ["two", "triangles"], LONG])
+    with pytest.raises(HiCLIPError, match="over the limit of 16"):
+        tok([LONG])  # nothing is cut unless asked
+    batch = tok(["A photo of a   DOG, isn't it?", ["two", "triangles"], LONG], overflow="truncate")
     words = batch.words
     assert words[0] == ["a", "photo", "of", "a", "dog,", "isn't", "it?"] and batch.n_words[0] == 7
     pieces = [tok.id_to_token(i) for i in batch.input_ids[0].tolist()]
@@ -71,7 +73,7 @@ def test_word_ids_follow_the_whitespace_words(folder) -> None:
     assert max(batch.word_ids[1].tolist()) == 1 and batch.words[1] == ["two", "triangles"]
     # truncation keeps CLIP's first 14 pieces (here 14 whole words)
     assert batch.attention_mask[2].all() and batch.n_words[2] == 14 == len(batch.words[2])
-    cut = tok(["a " * 12 + "triangles"])  # 12 words, then one of 8 pieces cut after its first 2
+    cut = tok(["a " * 12 + "triangles"], overflow="truncate")  # 12 words, then one of 8 pieces cut after its first 2
     assert cut.input_ids.shape == (1, 16) and cut.n_words.tolist() == [12] and len(cut.words[0]) == 12
     assert cut.word_ids[0, 13:].tolist() == [-1, -1, -1]  # the cut word's pieces belong to no word, then EOT
     assert tok.decode(tok(["a red square"]).input_ids[0]) == "a red square"
@@ -91,7 +93,7 @@ def test_features_equal_transformers(folder, reference) -> None:
     clip, clip_tok = reference
     assert model.config.text.causal and not model.config.hierarchy and not model.config.text.mlm_head
     texts = [*TEXTS, LONG]
-    batch = tok(texts)
+    batch = tok(texts, overflow="truncate")
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         ours_text = model.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids)
@@ -119,7 +121,7 @@ def test_slow_tokenizer_files_and_bin_weights(tmp_path, folder, reference) -> No
     for name, tensor in b.model.state_dict().items():
         assert torch.equal(tensor, a.model.state_dict()[name]), name
     texts = [*TEXTS, LONG]
-    assert torch.equal(a.tokenizer(texts).input_ids, b.tokenizer(texts).input_ids)
+    assert torch.equal(a.tokenizer(texts, overflow="truncate").input_ids, b.tokenizer(texts, overflow="truncate").input_ids)
 
 
 def test_import_export_round_trip_is_exact(tmp_path, folder) -> None:
@@ -173,7 +175,7 @@ def test_export_of_a_word_level_model_works_in_transformers(tmp_path) -> None:
     assert report.swapped_ids == (2, tok.vocab_size - 1)
     clip, clip_tok = CLIPModel.from_pretrained(tmp_path / "hf").eval(), AutoTokenizer.from_pretrained(tmp_path / "hf")
     hf_batch = clip_tok(texts, padding=True, return_tensors="pt")
-    batch = tok(texts)
+    batch = tok(texts, overflow="truncate")
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(_features(clip.get_text_features(**hf_batch)),
@@ -230,7 +232,7 @@ def test_fresh_hierarchy_starts_near_the_imported_model(folder) -> None:
     assert hierarchy.config.hierarchy and len(hierarchy.text.affinities) == 2
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, hierarchy.state_dict()[name]), name
-    batch = tok(TEXTS)
+    batch = tok(TEXTS, overflow="truncate")
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         text = hierarchy.encode_text(batch.input_ids, batch.attention_mask, word_ids=batch.word_ids,
@@ -343,3 +345,14 @@ def test_bad_folders_are_one_line_errors(tmp_path, folder, capsys) -> None:
 
 class Unpicklable:
     """Any class: ``weights_only`` loading refuses to rebuild it."""
+
+
+def test_export_refuses_a_text_tower_without_a_learned_position_table(tmp_path):
+    from hiclip.interop.hf_clip import export_hf
+
+    tokenizer = hiclip.HiCLIPTokenizer.train_word_level(["a red square"], context_length=None)
+    model = hiclip.create_model("hiclip-tiny", hierarchy=False, vocab_size=tokenizer.vocab_size,
+                                text={"positions": "sinusoidal", "causal": True})
+    folder = hiclip.save(model, tokenizer, tmp_path / "ck")
+    with pytest.raises(HiCLIPError, match="sinusoidal positions; a CLIPModel has a learned position table only"):
+        export_hf(folder, tmp_path / "hf")

@@ -123,7 +123,7 @@ def test_word_level_links_use_boundary_pieces() -> None:
 def test_subword_gaps_are_never_break_points() -> None:
     texts = ["unbelievably colourful squares", "a square", "squares everywhere"] * 3
     tok = hiclip.HiCLIPTokenizer.train_bpe(texts, vocab_size=40, context_length=16)
-    batch = tok(texts[:3])
+    batch = tok(texts[:3], overflow="truncate")
     assert (batch.word_ids[0][1:-1] == 0).sum() > 1  # the first word is split into pieces
     model = small_model(tok, hierarchy=True)
     masks = model.text.token_masks(batch.input_ids, batch.attention_mask, batch.word_ids)
@@ -255,7 +255,7 @@ def test_input_errors(tokenizer) -> None:
     model = small_model(tokenizer)
     with pytest.raises(HiCLIPError, match="images must be"):
         model.encode_image(torch.randn(1, 3, 32, 32))
-    long = tokenizer(["a " * 40], context_length=30)
+    long = tokenizer(["a " * 40], context_length=30, overflow="truncate")
     with pytest.raises(HiCLIPError, match="context length"):
         model.encode_text(long.input_ids, long.attention_mask)
     with pytest.raises(HiCLIPError, match="vocabulary"):
@@ -293,3 +293,42 @@ def test_config_json_round_trip(tmp_path) -> None:
     with pytest.raises(HiCLIPError, match="combine"):
         get_model_config("hiclip-tiny", affinity={"combine": "sum"})
     assert math.isclose(get_model_config("hiclip-tiny").init_logit_scale, math.log(1 / 0.07))
+
+
+def test_sinusoidal_positions_take_any_length(tokenizer) -> None:
+    model = small_model(tokenizer, text={**SMALL["text"], "positions": "sinusoidal"})
+    assert not any("positional" in name for name, _ in model.text.named_parameters())
+    assert model.config.text.max_tokens is None
+    from tokenizers import Tokenizer
+
+    unlimited = hiclip.HiCLIPTokenizer(Tokenizer.from_str(tokenizer.to_json()), context_length=None)
+    long = unlimited(["a red square " * 70])  # 212 tokens; the model's context_length is 16
+    out = model.encode_text(long.input_ids, long.attention_mask, return_affinities=True)
+    assert out.links.shape == (1, model.config.text.layers, 209) and torch.isfinite(out.links).all()
+    # the encoding is fixed, so a word's state depends on where it is, not on the batch's length
+    short = unlimited(["a red square"])
+    states = model.text.forward_tokens(short.input_ids, short.attention_mask)
+    padded = torch.cat([short.input_ids, torch.zeros(1, 5, dtype=torch.long)], 1)
+    mask = torch.cat([short.attention_mask, torch.zeros(1, 5, dtype=torch.bool)], 1)
+    assert torch.allclose(states, model.text.forward_tokens(padded, mask)[:, :5], atol=1e-5)
+    table = model.text.position_encoding(7)
+    assert table.shape == (7, 32) and torch.allclose(table[0, 1::2], torch.full((16,), 32 ** -0.5))
+    none = small_model(tokenizer, text={**SMALL["text"], "positions": "none"})
+    assert none.text.position_encoding(7) == 0.0
+
+
+def test_learned_positions_stay_the_default_and_keep_their_limit(tokenizer) -> None:
+    from hiclip.config import HiCLIPConfig, TextConfig
+
+    old = small_model(tokenizer).config.to_dict()
+    del old["text"]["positions"]  # a config written before the key existed
+    config = HiCLIPConfig.from_dict(old)
+    assert config.text.positions == "learned" and config.text.max_tokens == 16
+    model = small_model(tokenizer)
+    assert model.text.positional_embedding.shape == (16, 32)
+    batch = tokenizer(["a red square"])
+    expected = model.text.token_embedding(batch.input_ids) + model.text.positional_embedding[: batch.input_ids.shape[1]]
+    assert torch.equal(model.text.token_embedding(batch.input_ids) + model.text.position_encoding(batch.input_ids.shape[1]),
+                       expected)
+    with pytest.raises(HiCLIPError, match="text.positions: 'rotary' is not one of"):
+        TextConfig(positions="rotary")

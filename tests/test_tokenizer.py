@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hiclip.errors import HiCLIPError
-from hiclip.tokenizer import SPECIAL_TOKENS, HiCLIPTokenizer
+from hiclip.tokenizer import SPECIAL_TOKENS, HiCLIPTokenizer, TextTooLong
 
 TEXTS = [
     "A red square to the left of two green triangles",
@@ -61,10 +61,43 @@ def test_padding_and_pretokenized_input(word_tok: HiCLIPTokenizer) -> None:
 
 
 def test_truncation_keeps_eot_and_counts_whole_words(word_tok: HiCLIPTokenizer) -> None:
-    batch = word_tok([TEXTS[0]], context_length=6)
+    batch = word_tok([TEXTS[0]], context_length=6, overflow="truncate")
     assert batch.input_ids.shape == (1, 6)
     assert batch.input_ids[0, -1] == word_tok.eot_token_id
     assert batch.n_words.tolist() == [4] and batch.words == [["a", "red", "square", "to"]]
+    assert batch.truncated == [True] and batch.n_truncated == 1 and batch.n_tokens == [12]
+
+
+def test_over_long_text_is_refused_by_default(word_tok: HiCLIPTokenizer) -> None:
+    with pytest.raises(TextTooLong, match="12 tokens with SOT and EOT, over the limit of 6") as caught:
+        word_tok(["a red square", TEXTS[0]], context_length=6)
+    assert (caught.value.index, caught.value.n_tokens, caught.value.limit) == (1, 12, 6)
+    assert str(caught.value.located("caps.txt:7")).startswith("caps.txt:7: 12 tokens")
+    with pytest.raises(HiCLIPError, match="overflow 'cut'"):
+        word_tok([TEXTS[0]], overflow="cut")
+    fits = word_tok([TEXTS[0]], context_length=12)
+    assert fits.truncated == [False] and fits.n_words.tolist() == [10]
+
+
+def test_no_limit_takes_any_length_and_counts_unknown_words(word_tok: HiCLIPTokenizer, tmp_path) -> None:
+    unlimited = HiCLIPTokenizer(_copy(word_tok), context_length=None)
+    words = ("a red square zebra " * 50).split()
+    batch = unlimited([words, "two quokkas and a wombat"])
+    assert batch.n_words.tolist() == [200, 5] and batch.input_ids.shape == (2, 202)
+    assert batch.n_tokens == [202, 7] and batch.n_unknown == [50, 3] and batch.n_truncated == 0
+    assert unlimited([words], pad_to_context=True).input_ids.shape == (1, 202)
+    path = tmp_path / "unlimited.json"
+    unlimited.save(path)
+    assert HiCLIPTokenizer.from_file(path).context_length is None
+    assert HiCLIPTokenizer.from_file(path, context_length=40).context_length == 40
+
+
+def _copy(tok: HiCLIPTokenizer):
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tok.to_json())
+    copy.no_truncation()
+    return copy
 
 
 def test_bpe_word_alignment(bpe_tok: HiCLIPTokenizer) -> None:
@@ -86,7 +119,7 @@ def test_bpe_truncation_never_splits_a_word(bpe_tok: HiCLIPTokenizer) -> None:
     first_two = int((pieces <= 1).sum())
     # room for word 0, word 1 and part of word 2 only
     context = first_two + 2 + 1
-    batch = bpe_tok(["the unbelievably colourful rectangles"], context_length=context)
+    batch = bpe_tok(["the unbelievably colourful rectangles"], context_length=context, overflow="truncate")
     assert batch.n_words.tolist() == [2] and batch.words == [["the", "unbelievably"]]
     assert batch.input_ids.shape[1] == first_two + 2
     assert batch.input_ids[0, -1] == bpe_tok.eot_token_id
@@ -119,7 +152,7 @@ def test_save_and_load(tmp_path, word_tok: HiCLIPTokenizer, bpe_tok: HiCLIPToken
         again = HiCLIPTokenizer.from_file(path)
         assert again.kind == tok.kind and again.vocab_size == tok.vocab_size
         assert again.context_length == tok.context_length
-        a, b = tok(TEXTS), again(TEXTS)
+        a, b = tok(TEXTS, overflow="truncate"), again(TEXTS, overflow="truncate")
         assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.word_ids, b.word_ids)
         assert HiCLIPTokenizer.from_file(path, context_length=50).context_length == 50
     with pytest.raises(HiCLIPError, match="not found"):

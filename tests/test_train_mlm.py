@@ -146,3 +146,37 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(corpus, tmp_path)
     steps = [json.loads(l)["step"] for l in (killed / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(l)]
     assert steps == sorted(steps) and len(steps) == len(set(steps)) and steps[-1] == 48
+
+
+def _long_corpus(corpus: Path, tmp_path: Path) -> Path:
+    lines = corpus.read_text().splitlines()
+    lines[6] = " ".join(["square"] * 40)  # line 7: 42 tokens with SOT and EOT
+    path = tmp_path / "long.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_corpus_over_the_learned_limit_is_refused_with_file_line(corpus, tmp_path) -> None:
+    from hiclip.train.data import build_training_data
+    from hiclip.train.distributed import DistEnv
+
+    path = _long_corpus(corpus, tmp_path)
+    with pytest.raises(HiCLIPError, match=rf"{path}:7: 42 tokens with SOT and EOT, over the model's limit of 16"):
+        build_training_data(_config(path), DistEnv())
+    data = build_training_data(_config(path, "on_error=skip"), DistEnv())
+    assert len(data.train) + len(data.val.lines) == 399
+    assert data.take_notes() == [f"skipped 1 sentence(s) over the model's limit of 16 tokens, e.g. {path}:7"]
+
+
+def test_sinusoidal_model_trains_on_long_sentences_whole(corpus, tmp_path) -> None:
+    from hiclip.train.data import build_training_data
+    from hiclip.train.distributed import DistEnv
+
+    path = _long_corpus(corpus, tmp_path)
+    sinusoidal = '{"text": {"layers": 2, "width": 32, "heads": 2, "context_length": 16, "positions": "sinusoidal"}}'
+    config = _config(path, f"model_overrides={sinusoidal}", "epochs=1")
+    data = build_training_data(config, DistEnv())
+    assert data.context_length is None and data.tokenizer.context_length is None
+    assert len(data.train) + len(data.val.lines) == 400 and not data.take_notes()
+    result = train(config, tmp_path / "run")
+    assert result.steps == 392 // 16

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from hiclip.errors import HiCLIPError
+from hiclip.tokenizer import TextTooLong, split_words
 from induction import text_trees
 from induction.affinities import image_links, image_tensor, model_device, text_links
 from induction.induce import GroupOptions, TreeOptions, caption_predictions, image_prediction
@@ -145,12 +146,26 @@ def display_view(image: Image.Image, size: int = DISPLAY_SIZE) -> np.ndarray:
     return np.asarray(view, dtype=np.float64) / 255.0
 
 
-def analyse_text(model, tokenizer, caption: str) -> TextAnalysis:
-    """Word links of one caption; raises ``HiCLIPError`` for an empty caption."""
-    if not caption.split():
+def analyse_text(model, tokenizer, caption: str, words: str = "whitespace") -> TextAnalysis:
+    """Word links of one caption, read whole, its words split as ``words`` says
+    (:func:`hiclip.tokenizer.split_words`; ``"treebank"`` for raw typed text). Raises
+    ``HiCLIPError`` for an empty caption or one over a learned-position model's limit."""
+    split = split_words(caption, words)
+    if not split:
         raise HiCLIPError("the caption is empty")
-    (words, links), = text_links(model, tokenizer, [caption])
-    return TextAnalysis(caption, words, round_links(links))
+    try:
+        (words_read, links), = text_links(model, tokenizer, [split])
+    except TextTooLong as error:
+        raise HiCLIPError(f"the caption has {error.n_tokens} tokens with SOT and EOT, over this model's limit of "
+                          f"{error.limit} (its learned positions' context length)") from None
+    return TextAnalysis(caption, words_read, round_links(links))
+
+
+def fitting_captions(model, tokenizer, captions: Sequence[str]) -> tuple[list[str], int]:
+    """The captions a model can read whole, and how many were left out as over its limit."""
+    over = {i for i, _ in tokenizer.over_limit(list(captions), model.config.text.max_tokens)} \
+        if model.config.text.max_tokens is not None else set()
+    return [c for i, c in enumerate(captions) if i not in over], len(over)
 
 
 def analyse_image(model, image: Image.Image) -> ImageAnalysis:

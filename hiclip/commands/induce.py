@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hiclip.errors import HiCLIPError
@@ -21,7 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N samples")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                         help="bad samples: stop with an error (default) or skip and count them "
-                             "(skip decodes every image first, so undecodable ones are skipped too)")
+                             "(skip decodes every image first, so undecodable ones are skipped too; "
+                             "a sentence over the model's length limit is skipped and counted)")
+    parser.add_argument("--tokenize", choices=("whitespace", "treebank"), default="whitespace",
+                        help="how a line or caption becomes words: split on whitespace (already "
+                             "tokenised, the default) or lower-cased and split as the Penn Treebank "
+                             "does (nltk's TreebankWordTokenizer: punctuation as separate words)")
     parser.add_argument("--image-root", default=None,
                         help="folder image paths are relative to and must stay in "
                              "(default: the dataset's folder)")
@@ -30,15 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-text", action="store_true", help="skip captions")
     parser.add_argument("--no-images", action="store_true", help="skip images")
     trees = parser.add_argument_group("trees (method.md 5)")
-    trees.add_argument("--algorithm", choices=("tree_transformer", "binary"), default="tree_transformer",
+    trees.description = ("Defaults: the checkpoint's recommended parser and thresholds when its "
+                         "config.json names them (extra.recommended_trees), else tree_transformer, "
+                         "top layer, min layer 2, 0.8 / 0.7; a flag given here overrides either.")
+    trees.add_argument("--algorithm", choices=("tree_transformer", "binary"), default=None,
                        help="primary tree written under 'tree' (all are written under 'trees')")
     trees.add_argument("--start-layer", type=int, default=None, help="0-based; default the top layer")
-    trees.add_argument("--min-layer", type=int, default=2, help="0-based minimum layer (default 2)")
-    trees.add_argument("--break-threshold", type=float, default=0.8)
-    trees.add_argument("--descend-threshold", type=float, default=0.7)
+    trees.add_argument("--min-layer", type=int, default=None, help="0-based minimum layer (default 2)")
+    trees.add_argument("--break-threshold", type=float, default=None, help="default 0.8")
+    trees.add_argument("--descend-threshold", type=float, default=None, help="default 0.7")
     trees.add_argument("--quantiles", type=float, nargs=2, metavar=("BREAK_Q", "DESCEND_Q"), default=None,
                        help="per-layer quantile thresholds instead of absolute ones")
-    trees.add_argument("--quantile-scope", choices=("corpus", "sentence"), default="corpus")
+    trees.add_argument("--quantile-scope", choices=("corpus", "sentence"), default=None,
+                       help="default corpus")
     groups = parser.add_argument_group("image groups (method.md 5)")
     groups.add_argument("--tau", type=float, default=0.5, help="link threshold joining neighbouring patches")
     groups.add_argument("--tau-quantile", action="store_true", help="--tau is a per-layer quantile")
@@ -50,18 +60,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups.add_argument("--compactness", type=float, default=10.0, help="SLIC compactness")
 
 
-def options_from_args(args: argparse.Namespace):
+TREE_FLAGS = {"algorithm": "algorithm", "start_layer": "start_layer", "min_layer": "min_layer",
+              "break_threshold": "break_threshold", "descend_threshold": "descend_threshold",
+              "quantiles": "quantiles", "quantile_scope": "quantile_scope"}
+
+
+def options_from_args(args: argparse.Namespace, recommended=None):
+    """The run's options: tree flags given on the command line over ``recommended`` (a
+    checkpoint's :class:`TreeOptions`, or None) over the built-in defaults."""
+    from dataclasses import replace
+
     from induction.induce import GroupOptions, InduceOptions, TreeOptions
 
     if args.batch_size < 1:
         raise HiCLIPError(f"--batch-size must be >= 1, got {args.batch_size}")
+    given = {field: getattr(args, flag) for field, flag in TREE_FLAGS.items() if getattr(args, flag, None) is not None}
+    if "quantiles" in given:
+        given["quantiles"] = tuple(given["quantiles"])
+    trees = replace(recommended or TreeOptions(), **given)
     return InduceOptions(
-        trees=TreeOptions(args.algorithm, args.start_layer, args.min_layer, args.break_threshold,
-                          args.descend_threshold, tuple(args.quantiles) if args.quantiles else None,
-                          args.quantile_scope),
+        trees=trees,
         groups=GroupOptions(args.tau, args.tau_quantile, args.label_maps or args.snap_superpixels,
                             args.snap_superpixels, args.superpixels, args.compactness),
-        batch_size=args.batch_size, text=not args.no_text, images=not args.no_images)
+        batch_size=args.batch_size, text=not args.no_text, images=not args.no_images,
+        words=args.tokenize)
+
+
+def tree_source(args: argparse.Namespace, recommended) -> str:
+    """Where the run's tree options came from, for the records' model info."""
+    flags = [flag for flag in TREE_FLAGS.values() if getattr(args, flag, None) is not None]
+    base = "checkpoint (extra.recommended_trees)" if recommended is not None else "built-in defaults"
+    return base + (f", overridden by --{', --'.join(f.replace('_', '-') for f in flags)}" if flags else "")
+
+
+@dataclass
+class WordCounts:
+    """What the run's captions held: for the summary line."""
+
+    sentences: int = 0
+    words: int = 0
+    unknown_words: int = 0
+    sentences_with_unknown: int = 0
+
+
+def tally(records, counts: WordCounts):
+    """``records``, passed on one by one, counted into ``counts`` on the way."""
+    for record in records:
+        for caption in record.text:
+            counts.sentences += 1
+            counts.words += len(caption.tokens)
+            counts.unknown_words += caption.n_unknown or 0
+            counts.sentences_with_unknown += bool(caption.n_unknown)
+        yield record
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,27 +121,40 @@ def run(args: argparse.Namespace) -> int:
 
     import hiclip
     from hiclip.atomic import check_writable
+    from hiclip.checkpoint import read_extra
     from hiclip.data import open_dataset
     from hiclip.data.trees import read_token_lines
-    from induction.induce import induce_samples, induce_sentences
+    from hiclip.errors import SkipReport
+    from hiclip.tokenizer import split_words
+    from induction.induce import (drop_over_limit, induce_samples, induce_sentences, model_info,
+                                  recommended_tree_options)
     from induction.predictions import write_predictions
 
-    options = options_from_args(args)
+    recommended = recommended_tree_options(read_extra(args.checkpoint), str(args.checkpoint / "config.json"))
+    options = options_from_args(args, recommended)
     check_writable(args.out)
     model, tokenizer = hiclip.load(args.checkpoint, map_location=args.device)
     model.eval()
     data = Path(str(args.data))
     checkpoint = str(args.checkpoint)
+    info = model_info(model, checkpoint)
+    info.extra["trees"] = {"options": asdict(options.trees), "source": tree_source(args, recommended),
+                           "tokenize": options.words}
+    report = SkipReport(args.on_error)
+    words = WordCounts()
     if data.is_file() and data.suffix.lower() in TEXT_SUFFIXES:
-        lines = read_token_lines(data)
+        lines = read_token_lines(data)[: args.limit]
         empty = [line.line for line in lines if not line.tokens]
         if empty:
             raise HiCLIPError(f"{data}:{empty[0]}: empty line ({len(empty)} empty lines in all)")
-        sentences = [line.tokens for line in lines][: args.limit]
+        sentences = [line.tokens if options.words == "whitespace" else split_words(" ".join(line.tokens), options.words)
+                     for line in lines]
+        kept = drop_over_limit(model, tokenizer, sentences, [f"{data}:{line.line}" for line in lines], report)
+        sentences, ids = [sentences[k] for k in kept], [str(lines[k].line) for k in kept]
         with torch.inference_mode(), tqdm(total=len(sentences), desc="induce", unit="sent") as bar:
-            count = write_predictions(induce_sentences(model, tokenizer, sentences, options, checkpoint,
-                                                       bar.update), args.out)
-        skipped = "skipped 0"
+            count = write_predictions(tally(induce_sentences(model, tokenizer, sentences, options, checkpoint,
+                                                             bar.update, ids, info), words), args.out)
+        skipped = report.summary()
     else:
         dataset = open_dataset(args.data, split=args.split, on_error=args.on_error,
                                check_images="full" if args.on_error == "skip" else "header",
@@ -104,11 +167,15 @@ def run(args: argparse.Namespace) -> int:
         with torch.inference_mode(), \
                 tqdm(total=n_captions, desc="induce captions", unit="caption", disable=not n_captions) as text_bar, \
                 tqdm(total=len(samples), desc="induce images", unit="sample") as bar:
-            count = write_predictions(induce_samples(model, tokenizer, samples, options, checkpoint, label_dir,
-                                                     bar.update, text_bar.update), args.out)
+            count = write_predictions(tally(induce_samples(model, tokenizer, samples, options, checkpoint,
+                                                           label_dir, bar.update, text_bar.update, report, info),
+                                            words), args.out)
         skipped = dataset.skips.summary()
+        if report.total:
+            skipped = f"{skipped}; captions {report.summary()}"
     seconds = time.perf_counter() - started
     print(json.dumps({"out": str(args.out), "records": count, "seconds": round(seconds, 2),
                       "model": model.config.name, "hierarchy": bool(model.config.hierarchy),
-                      "skips": skipped}))
+                      "tree": f"{options.trees.algorithm} ({tree_source(args, recommended)})",
+                      "tokenize": options.words, **asdict(words), "skips": skipped}))
     return 0

@@ -686,6 +686,9 @@ def export_hf(checkpoint: str | Path, out: str | Path, allow_bidirectional: bool
                           "which a CLIPModel cannot express; export a vanilla model (hierarchy off)")
     if config.vision is None:
         raise HiCLIPError(f"{name}: a text-only model; a CLIPModel has both towers")
+    if config.text.positions != "learned":
+        raise HiCLIPError(f"{name}: the text tower has {config.text.positions} positions; a CLIPModel has a "
+                          "learned position table only")
     notes = []
     if not config.text.causal:
         if not allow_bidirectional:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +226,7 @@ class TrainingData:
     tokenizer: HiCLIPTokenizer
     train: Dataset
     val: ValidationSet | None
-    context_length: int
+    context_length: int | None
     num_workers: int = 0
     # Data problems met so far, for the run's log, and images skipped since the last take.
     notes: list[str] = field(default_factory=list)
@@ -256,19 +256,76 @@ class TrainingData:
                           persistent_workers=False)
 
 
-def read_corpus(path: str | Path) -> list[str]:
-    """A text file, one sentence per line (blank lines skipped)."""
+def read_corpus_lines(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, sentence)`` of a text file, one sentence per line (blank lines skipped)."""
     path = Path(path)
     if not path.is_file():
         raise HiCLIPError(f"text corpus {path} not found")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line]
+    lines = [(i, line.strip()) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)]
+    lines = [(i, line) for i, line in lines if line]
     if not lines:
         raise HiCLIPError(f"{path}: the text corpus is empty")
     return lines
 
 
-def _context_length(config: TrainConfig, checkpoint: Path | None = None) -> tuple[int, int | None]:
+def read_corpus(path: str | Path) -> list[str]:
+    """A text file, one sentence per line (blank lines skipped)."""
+    return [line for _, line in read_corpus_lines(path)]
+
+
+def _too_long(where: str, n_tokens: int, context: int) -> HiCLIPError:
+    return HiCLIPError(f"{where}: {n_tokens} tokens with SOT and EOT, over the model's limit of {context} "
+                       "(its learned positions' context length; set on_error=skip / --on-error skip to "
+                       "leave such text out, counted)")
+
+
+def _check_corpus_lengths(tokenizer: HiCLIPTokenizer, lines: list[tuple[int, str]], context: int | None,
+                          path: Path, on_error: str, notes: list[str]) -> list[tuple[int, str]]:
+    over = dict(tokenizer.over_limit([line for _, line in lines], context)) if context is not None else {}
+    if not over:
+        return lines
+    if on_error != "skip":
+        i, n = next(iter(over.items()))
+        raise _too_long(f"{path}:{lines[i][0]}", n, context)
+    notes.append(f"skipped {len(over)} sentence(s) over the model's limit of {context} tokens, e.g. "
+                 f"{path}:{lines[next(iter(over))][0]}")
+    return [line for i, line in enumerate(lines) if i not in over]
+
+
+def _check_caption_lengths(tokenizer: HiCLIPTokenizer, samples: list[Any], context: int | None,
+                           on_error: str, notes: list[str]) -> list[Any]:
+    """Samples whose captions (and negatives) all fit the model; a caption over its limit is an
+    error naming the sample's origin, or (skip) left out of its sample, counted in ``notes``."""
+    owners = [(k, c) for k, s in enumerate(samples) for c in range(len(s.captions))]
+    owners += [(k, -1 - j) for k, s in enumerate(samples) for j in range(len(s.negatives or []))]
+    texts = [samples[k].captions[c] if c >= 0 else samples[k].negatives[-1 - c] for k, c in owners]
+    over = tokenizer.over_limit(texts, context) if context is not None else []
+    if not over:
+        return samples
+    drop: dict[int, set[int]] = {}
+    for i, n in over:
+        k, c = owners[i]
+        what = f"caption {c}" if c >= 0 else f"negative {-1 - c}"
+        if on_error != "skip":
+            raise _too_long(f"{samples[k].origin or samples[k].id}: {what}", n, context)
+        drop.setdefault(k, set()).add(c)
+    kept = []
+    for k, sample in enumerate(samples):
+        gone = drop.get(k, set())
+        keep = [c for c in range(len(sample.captions)) if c not in gone]
+        negatives = [x for j, x in enumerate(sample.negatives or []) if -1 - j not in gone]
+        if keep:
+            kept.append(replace(sample, captions=[sample.captions[c] for c in keep],
+                                tokens=[sample.tokens[c] for c in keep] if sample.tokens else sample.tokens,
+                                trees=[sample.trees[c] for c in keep] if sample.trees else sample.trees,
+                                phrases=[sample.phrases[c] for c in keep] if sample.phrases else sample.phrases,
+                                negatives=negatives))
+    notes.append(f"skipped {len(over)} caption(s) over the model's limit of {context} tokens "
+                 f"({len(samples) - len(kept)} sample(s) left without a caption dropped)")
+    return kept
+
+
+def _context_length(config: TrainConfig, checkpoint: Path | None = None) -> tuple[int | None, int | None]:
     from hiclip.factory import get_model_config
 
     if config.init is not None and checkpoint is not None:  # resuming a --init run: its own model
@@ -282,10 +339,10 @@ def _context_length(config: TrainConfig, checkpoint: Path | None = None) -> tupl
     else:
         model = get_model_config(config.model, **dict(config.model_overrides))
     size = model.vision.image_size if model.vision is not None else None
-    return model.text.context_length, size
+    return model.text.max_tokens, size
 
 
-def _tokenizer(config: TrainConfig, texts: list[str], context: int,
+def _tokenizer(config: TrainConfig, texts: list[str], context: int | None,
                checkpoint: Path | None) -> HiCLIPTokenizer:
     if checkpoint is not None:
         return HiCLIPTokenizer.from_file(checkpoint / "tokenizer.json", context_length=context)
@@ -318,6 +375,11 @@ def build_training_data(config: TrainConfig, env: DistEnv,
         if not any(_negatives(s) for s in samples):
             raise HiCLIPError(f"loss.hard_negatives is on but {config.data} has no 'negatives'")
     tokenizer = _tokenizer(config, texts, context, tokenizer_from)
+    samples = _check_caption_lengths(tokenizer, samples, context, config.on_error, notes)
+    held = _check_caption_lengths(tokenizer, list(held), context, config.on_error, notes) if held else held
+    if len(samples) < config.batch_size:
+        raise HiCLIPError(f"batch_size {config.batch_size} is larger than the training set left "
+                          f"({len(samples)} samples after skipping over-long captions)")
     assert image_size is not None
     train = PairDataset(samples, config.seed, config.image_views,
                         image_transform(image_size, train=True, augment=config.augment),
@@ -350,10 +412,16 @@ def _validation_set(held: Sequence[Any], image_size: int, on_error: str,
                          labels=[_labels(s) for s in kept], images=torch.stack(images))
 
 
-def _mlm_data(config: TrainConfig, context: int, checkpoint: Path | None) -> TrainingData:
+def _mlm_data(config: TrainConfig, context: int | None, checkpoint: Path | None) -> TrainingData:
     val_lines: list[str] = []
+    notes: list[str] = []
+    # Lengths are checked with a tokenizer of all the text (a word-level one gives one token per
+    # word whatever its vocabulary); the model's tokenizer is then learnt on the training lines.
     if config.text_corpus is not None:
-        lines = read_corpus(config.text_corpus)
+        numbered = read_corpus_lines(config.text_corpus)
+        probe = _tokenizer(config, [line for _, line in numbered], context, checkpoint)
+        numbered = _check_corpus_lengths(probe, numbered, context, Path(config.text_corpus), config.on_error, notes)
+        lines = [line for _, line in numbered]
         if len(lines) >= 50:  # hold out every 50th sentence
             val_lines = [l for i, l in enumerate(lines) if i % 50 == 49]
             lines = [l for i, l in enumerate(lines) if i % 50 != 49]
@@ -363,15 +431,19 @@ def _mlm_data(config: TrainConfig, context: int, checkpoint: Path | None) -> Tra
                                           config)
         if not train_samples:
             raise HiCLIPError(f"{config.data}: no samples in split {config.train_split!r}")
+        probe = _tokenizer(config, [c for s in [*train_samples, *(held or [])] for c in _captions(s)],
+                           context, checkpoint)
+        train_samples = _check_caption_lengths(probe, train_samples, context, config.on_error, notes)
+        held = _check_caption_lengths(probe, list(held or []), context, config.on_error, notes)
         lines = [c for s in train_samples for c in _captions(s)]
-        val_lines = [c for s in held or [] for c in _captions(s)]
+        val_lines = [c for s in held for c in _captions(s)]
     if len(lines) < config.batch_size:
         raise HiCLIPError(f"batch_size {config.batch_size} is larger than the corpus "
                           f"({len(lines)} sentences)")
     tokenizer = _tokenizer(config, lines, context, checkpoint)
     val = ValidationSet(ids=[], captions=[], labels=[], lines=val_lines[: config.val_max_samples]) \
         if val_lines else None
-    return TrainingData(tokenizer, TextDataset(lines, config.seed), val, context, config.num_workers)
+    return TrainingData(tokenizer, TextDataset(lines, config.seed), val, context, config.num_workers, notes=notes)
 
 
 def collate_to_batch(raw: dict[str, Any], data: TrainingData, device: torch.device,

@@ -152,7 +152,7 @@ def init_tokenizer(config: TrainConfig) -> HiCLIPTokenizer:
 
     assert config.init is not None
     source = _checkpoint_config(config)
-    tokenizer = HiCLIPTokenizer.from_file(Path(config.init) / TOKENIZER_FILE, context_length=source.text.context_length)
+    tokenizer = HiCLIPTokenizer.from_file(Path(config.init) / TOKENIZER_FILE, context_length=source.text.max_tokens)
     return tokenizer.with_mask_token() if uses_mlm(config) else tokenizer
 
 

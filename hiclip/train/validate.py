@@ -33,7 +33,7 @@ def mlm_accuracy(model: Any, tokenizer: Any, lines: list[str], config: TrainConf
     """Masked-token accuracy (%) and loss on held-out sentences, with fixed masks (seed -1)."""
     correct = total = 0
     loss_sum = 0.0
-    context = model.config.text.context_length
+    context = model.config.text.max_tokens
     for start in range(0, len(lines), batch_size):
         chunk = lines[start:start + batch_size]
         text = tokenizer(chunk, context_length=context).to(device)
