@@ -9,7 +9,7 @@ HiCLIP's affinity modules, or attention maps of a model with the hierarchy off. 
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -281,3 +281,24 @@ def reinduce_trees(predictions: Predictions, options: TreeOptions) -> Prediction
 
 def options_dict(options: InduceOptions) -> dict[str, Any]:
     return asdict(options)
+
+
+@dataclass
+class WordCounts:
+    """What the run's captions held: for the summary line."""
+
+    sentences: int = 0
+    words: int = 0
+    unknown_words: int = 0
+    sentences_with_unknown: int = 0
+
+
+def tally(records: Iterable[PredictionRecord], counts: WordCounts) -> Iterator[PredictionRecord]:
+    """``records``, passed on one by one, counted into ``counts`` on the way."""
+    for record in records:
+        for caption in record.text:
+            counts.sentences += 1
+            counts.words += len(caption.tokens)
+            counts.unknown_words += caption.n_unknown or 0
+            counts.sentences_with_unknown += bool(caption.n_unknown)
+        yield record

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from hiclip.errors import HiCLIPError
@@ -93,27 +93,6 @@ def tree_source(args: argparse.Namespace, recommended) -> str:
     return base + (f", overridden by --{', --'.join(f.replace('_', '-') for f in flags)}" if flags else "")
 
 
-@dataclass
-class WordCounts:
-    """What the run's captions held: for the summary line."""
-
-    sentences: int = 0
-    words: int = 0
-    unknown_words: int = 0
-    sentences_with_unknown: int = 0
-
-
-def tally(records, counts: WordCounts):
-    """``records``, passed on one by one, counted into ``counts`` on the way."""
-    for record in records:
-        for caption in record.text:
-            counts.sentences += 1
-            counts.words += len(caption.tokens)
-            counts.unknown_words += caption.n_unknown or 0
-            counts.sentences_with_unknown += bool(caption.n_unknown)
-        yield record
-
-
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()  # the whole run: loading the model and data included
     import torch
@@ -126,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     from hiclip.data.trees import read_token_lines
     from hiclip.errors import SkipReport
     from hiclip.tokenizer import split_words
-    from induction.induce import (drop_over_limit, induce_samples, induce_sentences, model_info,
-                                  recommended_tree_options)
+    from induction.induce import (WordCounts, drop_over_limit, induce_samples, induce_sentences,
+                                  model_info, recommended_tree_options, tally)
     from induction.predictions import write_predictions
 
     recommended = recommended_tree_options(read_extra(args.checkpoint), str(args.checkpoint / "config.json"))
