@@ -26,15 +26,15 @@ Besides the scores at ``k`` (ARI, FG-ARI, mIoU, boundary recall):
   layers and for a no-learning baseline, the distance between the patches' colour mean and
   standard deviation (smaller distance = stronger link).
 
-:func:`granularity_section` is the :class:`induction.group_evaluation.ReportSection` that
-``evaluate_groups`` adds when ``GroupEvalOptions.granularity`` is on, so ``hiclip score groups``
-and the demo report show the same numbers from this one function.
+:func:`evaluate_granularity` is the report section ``gt_granularity`` that
+``induction.group_evaluation.evaluate_groups`` adds when ``GroupEvalOptions.granularity`` is on, so
+``hiclip score groups`` and the demo report show the same numbers from this one function.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy.stats import rankdata
@@ -42,10 +42,8 @@ from scipy.stats import rankdata
 from hiclip.errors import HiCLIPError
 from induction.group_metrics import GroupScores, adjusted_rand_index, mean_scores, score_segmentation
 from induction.image_groups import single_linkage, snap_to_superpixels, upsample_labels
+from induction.predictions import PredictionRecord
 from induction.segment_baselines import baseline_segments
-
-if TYPE_CHECKING:
-    from induction.group_evaluation import GroupEvaluation, ImageItem
 
 SECTION = "gt_granularity"
 SINGLE_LINKAGE = "model single linkage"
@@ -68,6 +66,21 @@ DEFINITIONS = {
                 "from pairs across a boundary, pooled over images; links summed over layers, or "
                 "minus the Euclidean distance of the patches' RGB mean and std (in [0, 1])",
 }
+
+
+class ScoredImage(Protocol):
+    """What is read of one scored image (``induction.group_evaluation.ImageItem``)."""
+
+    record: PredictionRecord
+    masks: Mapping[str, np.ndarray]     # gt level -> (height, width) int64
+    levels: Mapping[int, np.ndarray]    # model layer -> (height, width) labels
+
+    @property
+    def size(self) -> tuple[int, int]: ...
+
+    def n_segments(self, level: int) -> int: ...
+
+    def image(self) -> np.ndarray: ...
 
 
 @dataclass
@@ -250,7 +263,7 @@ class _Accumulator:
     edges: dict[tuple[str, str], tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
 
 
-def _image_partitions(item: "ImageItem", options: GranularityOptions, ks_gt: set[int],
+def _image_partitions(item: ScoredImage, options: GranularityOptions, ks_gt: set[int],
                       k_range: list[int]) -> dict[str, dict[int, np.ndarray]]:
     """method -> k -> pixel labels, for the ks each method is scored at."""
     size = item.size
@@ -281,7 +294,7 @@ def _image_partitions(item: "ImageItem", options: GranularityOptions, ks_gt: set
     return out
 
 
-def _score_image(item: "ImageItem", options: GranularityOptions, acc: _Accumulator) -> None:
+def _score_image(item: ScoredImage, options: GranularityOptions, acc: _Accumulator) -> None:
     k_range = list(range(options.k_range[0], options.k_range[1] + 1))
     ks = {g: gt_k(mask) for g, mask in item.masks.items()}
     partitions = _image_partitions(item, options, set(ks.values()), k_range)
@@ -319,7 +332,7 @@ def _clean(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 6)
 
 
-def evaluate_granularity(items: Sequence["ImageItem"], gt_levels: Sequence[str],
+def evaluate_granularity(items: Sequence[ScoredImage], gt_levels: Sequence[str],
                          options: GranularityOptions) -> GranularityResult:
     """Score ``items`` (the images ``evaluate_groups`` scored) at each gt level's granularity."""
     options.check()
@@ -354,16 +367,6 @@ def evaluate_granularity(items: Sequence["ImageItem"], gt_levels: Sequence[str],
                 result.edge_auc.append(EdgeAUCRow(g, method, _clean(edge_auc(scores, same)),
                                                   int(same.sum()), int((~same).sum())))
     return result
-
-
-def granularity_section(options: GranularityOptions):
-    """The :class:`~induction.group_evaluation.ReportSection` computing :func:`evaluate_granularity`."""
-    from induction.group_evaluation import ReportSection
-
-    def compute(items: list["ImageItem"], evaluation: "GroupEvaluation") -> dict[str, Any]:
-        return evaluate_granularity(items, list(evaluation.gt_levels), options).to_dict()
-
-    return ReportSection(SECTION, compute)
 
 
 # ---------------------------------------------------------------------------------------------

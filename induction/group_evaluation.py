@@ -39,7 +39,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hiclip.errors import HiCLIPError
-from induction.granularity import SECTION as GRANULARITY, GranularityOptions, format_granularity, granularity_section
+from induction.granularity import SECTION as GRANULARITY, GranularityOptions, evaluate_granularity, format_granularity
 from induction.group_metrics import GroupScores, mean_scores, score_segmentation
 from induction.image_groups import layer_groups, load_label_map_png, snap_to_superpixels, upsample_labels
 from induction.predictions import ImagePrediction, PredictionRecord, Predictions
@@ -649,7 +649,9 @@ def evaluate_groups(predictions: Predictions, truth: dict[str, GroundTruth], opt
                 rows.append(GroupRow(g, source.name, level, int(layer), int(means.pop("n_images")),
                                      **{k: _clean(v) for k, v in means.items()}))
     if options.granularity:
-        sections = (granularity_section(options.granularity_options()), *sections)
+        granularity = options.granularity_options()
+        sections = (ReportSection(GRANULARITY, lambda scored, ev: evaluate_granularity(
+            scored, list(ev.gt_levels), granularity).to_dict()), *sections)
     if len({s.name for s in sections}) != len(sections):
         raise HiCLIPError(f"report section names repeat: {[s.name for s in sections]}")
     evaluation = GroupEvaluation(
