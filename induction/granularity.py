@@ -12,6 +12,10 @@ is one segment), so methods are compared at one granularity:
     layer). Its count is whatever that layer has, so it is reported next to the scores.
 ``model single linkage+superpixels``
     (``snap_superpixels``) the single-linkage cut snapped to SLIC superpixels.
+``colour single linkage``
+    A no-learning partition on the model's patch grid: single linkage over minus the distance
+    of neighbouring patches' RGB mean and std (the edge probe's colour affinity below), cut at
+    ``k``: what the grid allows to a model that only compares patch colours.
 baselines
     Every segmentation baseline (:mod:`induction.segment_baselines`) run at ``k``.
 
@@ -41,7 +45,7 @@ from scipy.stats import rankdata
 
 from hiclip.errors import HiCLIPError
 from induction.group_metrics import GroupScores, adjusted_rand_index, mean_scores, score_segmentation
-from induction.image_groups import single_linkage, snap_to_superpixels, upsample_labels
+from induction.image_groups import _grid_edges, single_linkage, snap_to_superpixels, upsample_labels
 from induction.predictions import PredictionRecord
 from induction.segment_baselines import baseline_segments
 
@@ -49,6 +53,7 @@ SECTION = "gt_granularity"
 SINGLE_LINKAGE = "model single linkage"
 LAYER_CUT = "model layer cut"
 SNAPPED_LINKAGE = "model single linkage+superpixels"
+COLOUR_LINKAGE = "colour single linkage"
 LINKS = "model links (summed over layers)"
 COLOUR = "colour mean+std distance"
 SCORES = ("miou", "ari", "fg_ari", "boundary_recall", "n_segments", "n_gt_segments")
@@ -58,6 +63,8 @@ DEFINITIONS = {
     SINGLE_LINKAGE: "single linkage over the links summed across layers, cut at k segments",
     LAYER_CUT: "the union-find layer whose number of groups is nearest k (ties: the lower layer)",
     SNAPPED_LINKAGE: "the single-linkage cut at k, each SLIC superpixel taking its majority group",
+    COLOUR_LINKAGE: "no learning: single linkage on the model's patch grid over minus the distance of "
+                    "neighbouring patches' RGB mean and std, cut at k",
     "baselines": "each baseline run at k on the image resized to baseline_size px on the longer side",
     "ari_over_k": "ARI of the partition at k, averaged over k = k_min..k_max, then over images",
     "ceiling": "each patch of the grid takes the majority gt label of its pixels (the best any "
@@ -213,18 +220,9 @@ def grid_ceiling(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return majority_labels(mask, cells, grid[0] * grid[1])[cells]
 
 
-def _neighbour_pairs(grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Flat patch indices of every horizontal pair (raster order), then every vertical pair: the
-    order of ``np.concatenate([h.ravel(), v.ravel()])`` of (H, W-1) / (H-1, W) link arrays."""
-    index = np.arange(grid[0] * grid[1]).reshape(grid)
-    src = np.concatenate([index[:, :-1].ravel(), index[:-1, :].ravel()])
-    dst = np.concatenate([index[:, 1:].ravel(), index[1:, :].ravel()])
-    return src, dst
-
-
 def colour_affinity(image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Minus the Euclidean distance between neighbouring patches' RGB mean and std (in [0, 1]),
-    in :func:`_neighbour_pairs` order."""
+    in the order of ``np.concatenate([h.ravel(), v.ravel()])`` of (H, W-1) / (H-1, W) link arrays."""
     pixels = np.asarray(image, dtype=np.float64)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=-1)
@@ -238,7 +236,7 @@ def colour_affinity(image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     mean = total / np.maximum(count, 1)
     std = np.sqrt(np.maximum(square / np.maximum(count, 1) - mean ** 2, 0.0))
     features = np.concatenate([mean, std], 1)
-    src, dst = _neighbour_pairs(grid)
+    src, dst = _grid_edges(*grid)
     return -np.linalg.norm(features[src] - features[dst], axis=1)
 
 
@@ -264,7 +262,7 @@ class _Accumulator:
 
 
 def _image_partitions(item: ScoredImage, options: GranularityOptions, ks_gt: set[int],
-                      k_range: list[int]) -> dict[str, dict[int, np.ndarray]]:
+                      k_range: list[int], colour: np.ndarray | None) -> dict[str, dict[int, np.ndarray]]:
     """method -> k -> pixel labels, for the ks each method is scored at."""
     size = item.size
     wanted = sorted(ks_gt | set(k_range))
@@ -283,6 +281,12 @@ def _image_partitions(item: ScoredImage, options: GranularityOptions, ks_gt: set
                                channel_axis=-1 if pixels.ndim == 3 else None)
             out[SNAPPED_LINKAGE] = {k: snap_to_superpixels(labels, pixels, superpixels=superpixels)
                                     for k, labels in out[SINGLE_LINKAGE].items()}
+    if image is not None and colour is not None:
+        grid = tuple(image.grid)
+        n_h = grid[0] * (grid[1] - 1)
+        tree = single_linkage(colour[:n_h].reshape(1, grid[0], grid[1] - 1),
+                              colour[n_h:].reshape(1, grid[0] - 1, grid[1]))
+        out[COLOUR_LINKAGE] = {k: upsample_labels(tree.cut(k), size, centre_crop=True) for k in wanted}
     layers = sorted(item.levels)
     if layers:
         counts = [item.n_segments(level) for level in layers]
@@ -297,16 +301,17 @@ def _image_partitions(item: ScoredImage, options: GranularityOptions, ks_gt: set
 def _score_image(item: ScoredImage, options: GranularityOptions, acc: _Accumulator) -> None:
     k_range = list(range(options.k_range[0], options.k_range[1] + 1))
     ks = {g: gt_k(mask) for g, mask in item.masks.items()}
-    partitions = _image_partitions(item, options, set(ks.values()), k_range)
+    record = item.record.image
+    grid = tuple(record.grid) if record is not None else None
+    colour = colour_affinity(item.image(), grid) if grid is not None else None
+    partitions = _image_partitions(item, options, set(ks.values()), k_range, colour)
     for g, mask in item.masks.items():
         for method, by_k in partitions.items():
             acc.at_k.setdefault((g, method), []).append(score_segmentation(by_k[ks[g]], mask))
             if all(k in by_k for k in k_range):
                 acc.over_k.setdefault((g, method), []).append(
                     float(np.mean([adjusted_rand_index(by_k[k], mask) for k in k_range])))
-    record = item.record.image
-    grid = tuple(record.grid) if record is not None else None
-    if grid is None:
+    if grid is None or colour is None:
         return
     side = min(item.size)
     for oracle_grid in (grid, (2 * grid[0], 2 * grid[1])):
@@ -314,8 +319,8 @@ def _score_image(item: ScoredImage, options: GranularityOptions, acc: _Accumulat
         for g, mask in item.masks.items():
             acc.ceiling.setdefault((g, oracle_grid), []).append(
                 score_segmentation(grid_ceiling(mask, oracle_grid), mask))
-    src, dst = _neighbour_pairs(grid)
-    affinities: dict[str, np.ndarray] = {COLOUR: colour_affinity(item.image(), grid)}
+    src, dst = _grid_edges(*grid)
+    affinities: dict[str, np.ndarray] = {COLOUR: colour}
     if record.has_links:
         affinities[LINKS] = np.concatenate([record.h_links.sum(0).ravel(), record.v_links.sum(0).ravel()])
     cells = cell_map(grid, item.size)
@@ -340,7 +345,7 @@ def evaluate_granularity(items: Sequence[ScoredImage], gt_levels: Sequence[str],
     for item in items:
         _score_image(item, options, acc)
     result = GranularityResult(k_range=tuple(options.k_range))
-    methods = [SINGLE_LINKAGE, LAYER_CUT, SNAPPED_LINKAGE, *options.baselines]
+    methods = [SINGLE_LINKAGE, LAYER_CUT, SNAPPED_LINKAGE, COLOUR_LINKAGE, *options.baselines]
     if not any(item.record.image is not None and item.record.image.has_links for item in items):
         result.skipped.append(f"{SINGLE_LINKAGE}: the records have no links (image.h_links/v_links)")
     for g in gt_levels:

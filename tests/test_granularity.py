@@ -12,6 +12,7 @@ from hiclip import cli
 from hiclip.errors import HiCLIPError
 from induction.granularity import (
     COLOUR,
+    COLOUR_LINKAGE,
     LAYER_CUT,
     LINKS,
     SINGLE_LINKAGE,
@@ -75,10 +76,13 @@ def test_partitions_at_the_gt_granularity(toy) -> None:  # noqa: F811
         linkage = row(part["rows"], gt_level=gt_level, method=SINGLE_LINKAGE)
         assert linkage["n_segments"] == k and linkage["n_gt_segments"] == k - 1 and linkage["n_images"] == 3
         assert row(part["rows"], gt_level=gt_level, method="grid")["n_segments"] == k
+        assert row(part["rows"], gt_level=gt_level, method=COLOUR_LINKAGE)["n_segments"] == k
         assert row(part["rows"], gt_level=gt_level, method="slic")["n_images"] == 3
     for gt_level in ("object", "part"):   # the planted levels are found exactly
         linkage = row(part["rows"], gt_level=gt_level, method=SINGLE_LINKAGE)
         assert (linkage["ari"], linkage["fg_ari"], linkage["miou"]) == (1.0, 1.0, 1.0)
+    # the toy's parts have flat, distinct colours on the patch grid: colour linkage finds them
+    assert row(part["rows"], gt_level="part", method=COLOUR_LINKAGE)["ari"] == 1.0
     # the layer cut: layers have 4, 3 and 1 groups
     assert row(part["rows"], gt_level="object", method=LAYER_CUT)["n_segments"] == 3
     assert row(part["rows"], gt_level="part", method=LAYER_CUT)["n_segments"] == 4
@@ -101,7 +105,7 @@ def test_ari_averaged_over_k(toy) -> None:  # noqa: F811
     assert (got["k_min"], got["k_max"], got["n_images"]) == (2, 6, 3)
     assert got["mean_ari"] == pytest.approx(expected, abs=1e-6)
     methods = {r["method"] for r in part["ari_over_k"]}
-    assert methods == {SINGLE_LINKAGE, LAYER_CUT, "grid"}  # slic only at the gt ks
+    assert methods == {SINGLE_LINKAGE, LAYER_CUT, COLOUR_LINKAGE, "grid"}  # slic only at the gt ks
 
 
 def test_ceiling_and_edge_probe_on_the_toy(toy) -> None:  # noqa: F811
@@ -145,6 +149,6 @@ def test_single_linkage_needs_links(toy, tmp_path) -> None:  # noqa: F811
     no_links = tmp_path / "groups_only.jsonl"
     write_predictions(no_links, ids, h_links=None, v_links=None)
     part = section(score(args_for(no_links, data, "--baselines", "none")))
-    assert {r["method"] for r in part["rows"]} == {LAYER_CUT}
+    assert {r["method"] for r in part["rows"]} == {LAYER_CUT, COLOUR_LINKAGE}
     assert any("no links" in reason for reason in part["skipped"])
     assert {r["method"] for r in part["edge_auc"]} == {COLOUR}
