@@ -203,7 +203,7 @@ def granularity_findings(systems: Mapping[str, SystemEvaluation], level: str = "
                  and r["ari"] is not None]
     parts = [f"{n} {r['ari']:.3f}" for n, r in models.items()]
     text = (f"**Images at the gt granularity.** Cut by single linkage into each image's {level} segments + 1, "
-            f"object ARI is " + ", ".join(parts))
+            f"{level} ARI is " + ", ".join(parts))
     if baselines:
         top = max(baselines, key=lambda r: r["ari"])
         name, best = next(iter(models.items()))
@@ -340,7 +340,7 @@ def demo_report(systems: Mapping[str, SystemEvaluation], retrieval: Mapping[str,
                   "Every method cut into each image's number of gt segments + 1 (the background): the "
                   "models by single linkage over their links summed across layers, and by the layer whose "
                   "number of groups is nearest; every baseline at the same k. ARI over k is the k-free "
-                  "hierarchy score (ARI averaged over the k range; a blank cell: not run over the range). "
+                  "hierarchy score (ARI averaged over the k range; a dash: not run over the range). "
                   "The ceiling is what any partition on that patch grid can reach.", ""]
         for level in GT_LEVELS:
             table = granularity_table(systems, level)
