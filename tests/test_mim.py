@@ -124,3 +124,50 @@ def test_config_checks() -> None:
         Objective(_model(), LossConfig(mim_weight=1.0, mim_layer=2))
     assert load_config("shapes-demo", ["data=x", "loss.mim_weight=1.0"]).loss.mim_weight == 1.0
     assert MaskedImageHead(32, 4)(torch.zeros(2, 5, 32)).shape == (2, 5, 48)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from hiclip.data.shapes import ShapesConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("shapes") / "data"
+    generate_dataset(out, ShapesConfig(n=60, seed=1, image_size=32), workers=1)
+    return out
+
+
+def test_training_with_mim_logs_the_term_and_resumes_exactly(shapes, tmp_path) -> None:
+    import json
+
+    from safetensors.torch import load_file
+
+    from hiclip.train.loop import TrainHooks, train
+    from model_sizes import SHAPES_32
+
+    def config():
+        return load_config("shapes-tiny", [
+            f"data={shapes}", f"model_overrides={json.dumps(SHAPES_32)}", "batch_size=8", "epochs=1",
+            "log_every=1", "progress=false", "optim.warmup_steps=2", "val_split=null",
+            "checkpoint_every=2", "loss.mim_weight=0.5", "loss.mim_layer=0"])
+
+    reference = train(config(), tmp_path / "ref")
+    logged = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_mim"] > 0 for r in logged if "loss" in r)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_3(step: int, record: dict) -> None:
+        if step == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config(), tmp_path / "cut", hooks=TrainHooks(on_step=stop_at_3))
+    resumed = train(config(), tmp_path / "cut", resume="latest")
+    expected = load_file(str(reference.final / "model.safetensors"))
+    got = load_file(str(resumed.final / "model.safetensors"))
+    assert set(expected) == set(got) and not any("mask_token" in name for name in got)
+    for name, value in expected.items():
+        assert torch.equal(value, got[name]), name
+    heads = [torch.load(run / "checkpoints" / "latest" / "training_state.pt", weights_only=True)["heads"]["mim"]
+             for run in (tmp_path / "ref", tmp_path / "cut")]
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
