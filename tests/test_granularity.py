@@ -152,3 +152,15 @@ def test_single_linkage_needs_links(toy, tmp_path) -> None:  # noqa: F811
     assert {r["method"] for r in part["rows"]} == {LAYER_CUT, COLOUR_LINKAGE}
     assert any("no links" in reason for reason in part["skipped"])
     assert {r["method"] for r in part["edge_auc"]} == {COLOUR}
+
+
+def test_snapped_single_linkage_is_scored_with_snapping(toy) -> None:  # noqa: F811
+    from induction.granularity import SNAPPED_LINKAGE
+
+    pred, data, _ = toy
+    part = section(score(args_for(pred, data, "--baselines", "none", "--snap-superpixels",
+                                  "--superpixels", "30", "--k-range", "2", "4")))
+    snapped = row(part["rows"], gt_level="object", method=SNAPPED_LINKAGE)
+    # the toy's colour edges follow the patch grid, so snapping keeps the exact object cut
+    assert snapped["ari"] == pytest.approx(1.0) and snapped["n_images"] == 3
+    assert row(part["ari_over_k"], gt_level="object", method=SNAPPED_LINKAGE)["k_max"] == 4
