@@ -571,11 +571,16 @@ class VisionTower(_Tower):
         x, weights = self.blocks[i](x, None, prior, need_weights, gate=gate)
         return x, links, weights
 
-    def _run(self, images: Tensor, need_weights: bool) -> tuple[Tensor, list[tuple[Tensor, Tensor]], list[Tensor]]:
+    def _run(self, images: Tensor, need_weights: bool, patch_mask: Tensor | None = None,
+             mask_token: Tensor | None = None,
+             keep_layer: int | None = None) -> tuple[Tensor, list[tuple[Tensor, Tensor]], list[Tensor]]:
         size = self.config.image_size
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != size or images.shape[3] != size:
             raise HiCLIPError(f"vision: images must be (batch, 3, {size}, {size}), got {tuple(images.shape)}")
         x = self.conv1(images).flatten(2).transpose(1, 2)
+        if patch_mask is not None and mask_token is not None:
+            # SimMIM: a masked patch's embedding is replaced by the mask token before the positions
+            x = torch.where(patch_mask.unsqueeze(-1), mask_token.to(x.dtype), x)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = self.ln_pre(torch.cat((cls, x), 1) + self.positional_embedding.to(x.dtype))
         grid = self.config.grid
@@ -594,7 +599,18 @@ class VisionTower(_Tower):
                 all_links.append(links)
             if weights is not None:
                 all_weights.append(weights)
+            if keep_layer == i:
+                break
         return x, all_links, all_weights
+
+    def forward_patches(self, images: Tensor, patch_mask: Tensor | None = None,
+                        mask_token: Tensor | None = None, layer: int | None = None) -> Tensor:
+        """Patch states (B, H*W, width) after block ``layer`` (default: the last), with the
+        patches where ``patch_mask`` (B, H*W) bool is true replaced by ``mask_token`` (width,)
+        at the input (masked image modelling, method.md 4)."""
+        stop = None if layer is None else layer % len(self.blocks)
+        x = self._run(images, False, patch_mask, mask_token, stop)[0]
+        return x[:, 1:]
 
     def forward(self, images: Tensor, return_affinities: bool = False,
                 return_attention: bool = False) -> VisionOutput:

@@ -23,7 +23,9 @@ highest mean mIoU over images, ties to the lower level); a *matched* source (the
 after the model's best level is known and is scored at the model's levels, with the model's
 number of segments of that image and level. ``evaluate_groups(..., extra_sources=...)`` adds
 sources and ``sections=...`` adds report sections (a name and a function of the scored images
-and the evaluation), without changes here.
+and the evaluation), without changes here. With ``granularity`` on (the default) the section
+``gt_granularity`` (:mod:`induction.granularity`) scores every method cut at each gt level's
+number of segments, which needs no best level.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hiclip.errors import HiCLIPError
+from induction.granularity import SECTION as GRANULARITY, GranularityOptions, evaluate_granularity, format_granularity
 from induction.group_metrics import GroupScores, mean_scores, score_segmentation
 from induction.image_groups import layer_groups, load_label_map_png, snap_to_superpixels, upsample_labels
 from induction.predictions import ImagePrediction, PredictionRecord, Predictions
@@ -95,6 +98,15 @@ class GroupEvalOptions:
     allow_missing : bool
         Score a prediction file that covers only part of the dataset's samples with masks
         (the coverage is reported); by default that is an error.
+    granularity : bool
+        Add the section scored at the gt granularity (:mod:`induction.granularity`): every
+        method cut at each gt level's number of segments, ARI averaged over ``k_range``, the
+        patch-grid ceiling and the edge AUC probe.
+    k_range : (int, int)
+        The ks of the k-free hierarchy score (inclusive).
+    k_range_baselines : tuple of str or None
+        Baselines also run over the whole k range (one segmentation per k and image); None: all
+        of ``baselines``. The others are scored at the gt ks only.
     """
 
     split: str | None = None
@@ -109,6 +121,14 @@ class GroupEvalOptions:
     tau: float | None = None
     quantile: bool = False
     allow_missing: bool = False
+    granularity: bool = True
+    k_range: tuple[int, int] = (2, 16)
+    k_range_baselines: tuple[str, ...] | None = None
+
+    def granularity_options(self) -> GranularityOptions:
+        return GranularityOptions(self.baselines, self.baseline_size or None, tuple(self.k_range),
+                                  self.k_range_baselines, self.snap_superpixels, self.superpixels,
+                                  self.compactness)
 
     def check(self) -> None:
         """Raise ``HiCLIPError`` for options that cannot work."""
@@ -122,6 +142,8 @@ class GroupEvalOptions:
             raise HiCLIPError(f"--baseline-size must be >= 0; got {self.baseline_size}")
         if self.quantile and self.tau is None:
             raise HiCLIPError("--quantile needs --tau")
+        if self.granularity:
+            self.granularity_options().check()
 
     def parameters(self) -> dict[str, Any]:
         """The options that decide the numbers, for reports and ``figures.json``."""
@@ -130,7 +152,11 @@ class GroupEvalOptions:
                 "groups": ("from the records (image.groups or image.label_maps)" if self.tau is None
                            else {"tau": self.tau, "quantile": self.quantile}),
                 "baselines": list(self.baselines), "baseline_size": self.baseline_size or None,
-                "snap_superpixels": self.snap_superpixels}
+                "snap_superpixels": self.snap_superpixels,
+                "granularity": ({"k_range": list(self.k_range),
+                                 "k_range_baselines": list(self.baselines if self.k_range_baselines is None
+                                                           else self.k_range_baselines)}
+                                if self.granularity else None)}
 
 
 def parse_baselines(text: str | None) -> tuple[str, ...]:
@@ -445,6 +471,8 @@ class GroupEvaluation:
                     cells.append(f"{'-':>8}" if value is None else
                                  (f"{value:>8.1f}" if metric.startswith("n_") else f"{value:>8.3f}"))
                 lines.append(f"{row.method:<20} {level:<8}" + "".join(cells))
+        if GRANULARITY in self.sections:
+            lines += format_granularity(self.sections[GRANULARITY])
         return "\n".join(lines)
 
 
@@ -620,6 +648,12 @@ def evaluate_groups(predictions: Predictions, truth: dict[str, GroundTruth], opt
                 means = mean_scores(found)
                 rows.append(GroupRow(g, source.name, level, int(layer), int(means.pop("n_images")),
                                      **{k: _clean(v) for k, v in means.items()}))
+    if options.granularity:
+        granularity = options.granularity_options()
+        sections = (ReportSection(GRANULARITY, lambda scored, ev: evaluate_granularity(
+            scored, list(ev.gt_levels), granularity).to_dict()), *sections)
+    if len({s.name for s in sections}) != len(sections):
+        raise HiCLIPError(f"report section names repeat: {[s.name for s in sections]}")
     evaluation = GroupEvaluation(
         pred=predictions.source, data=data, options=options, n_records=len(records),
         n_without_masks=without_masks, layers=list(layers),
@@ -657,5 +691,5 @@ def evaluate_image(image: ImagePrediction, masks: Mapping[str, np.ndarray], pixe
                                     {level: (lambda m=m: np.asarray(m)) for level, m in masks.items()},
                                     lambda: np.asarray(pixels) if pixels is not None else np.zeros(shape + (3,), np.uint8))}
     record = PredictionRecord(sample_id, None, [], image)
-    options = options or GroupEvalOptions(level="all", baselines=())
+    options = options or GroupEvalOptions(level="all", baselines=(), granularity=False)
     return evaluate_groups(Predictions([record], sample_id), truth, options, sample_id)

@@ -42,6 +42,15 @@ def test_demo_writes_report_with_every_system(small_checkpoints, tmp_path, capsy
     findings = report.split("## Findings", 1)[1].split("## Trees", 1)[0]
     assert "**Text, HiCLIP.**" in findings and "**Images, HiCLIP.**" in findings and "**Retrieval" in findings
     assert "| slic (at HiCLIP's #seg) |  | " in report               # baselines have no layer
+    assert "## Image groups at the ground truth's granularity" in report
+    assert "| HiCLIP: single linkage |" in report and "| CLIP: layer cut |" in report
+    assert "| ceiling: majority label per patch, 8x8 grid (8 px) |" in report
+    assert "**Images at the gt granularity.**" in findings and "Edge AUC" in report
+    granularity = json.loads((out / "hiclip-tiny-shapes" / "scores.json").read_text())["groups"]["sections"][
+        "gt_granularity"]
+    felzenszwalb = [r for r in granularity["rows"] if r["method"] == "felzenszwalb"]
+    assert felzenszwalb and "felzenszwalb" not in {r["method"] for r in granularity["ari_over_k"]}
+    assert "grid" in {r["method"] for r in granularity["ari_over_k"]}   # the demo runs only the grid over k
     assert "*Figure 1. " in report and "![text_f1_models](figures/quantitative/text_f1_models.png)" in report
     index = json.loads((out / "figures" / "figures.json").read_text())
     table = json.loads((out / "hiclip-tiny-shapes" / "scores.json").read_text())["trees"]["tree_transformer/standard"]

@@ -416,7 +416,8 @@ def test_the_group_library_takes_extra_partition_sources_and_report_sections(toy
     section = ReportSection("mean segments", lambda items, ev: {
         "model": float(np.mean([item.n_segments(ev.best_level["object"]) for item in items]))})
     evaluation = evaluate_groups(read_predictions(pred), open_ground_truth(str(data), None),
-                                 GroupEvalOptions(baselines=()), str(data), extra_sources=[OneSegment(), Halves()],
+                                 GroupEvalOptions(baselines=(), granularity=False), str(data),
+                                 extra_sources=[OneSegment(), Halves()],
                                  sections=[section])
     assert evaluation.methods == ["model", "one segment", "halves"]
     one = evaluation.row("object", "one segment", "best")

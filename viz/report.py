@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from induction.evaluation import PARSER_NAMES, PARSERS, SystemEvaluation
+from induction.granularity import COLOUR, LINKS, SECTION as GRANULARITY, SINGLE_LINKAGE
 from induction.group_evaluation import MODEL
 
 GT_LEVELS = ("object", "part", "group")
@@ -86,6 +87,56 @@ def zero_shot_summary(key: str, value: Mapping[str, Any]) -> str:
     return f"{key} {value['top1']:.1f} (chance {value['chance_top1']:.1f}" + (f"; tied: {tied})" if tied else ")")
 
 
+def _granularity(result: SystemEvaluation) -> dict[str, Any] | None:
+    return None if result.groups is None else result.groups.sections.get(GRANULARITY)
+
+
+def _value(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def granularity_table(systems: Mapping[str, SystemEvaluation], level: str) -> list[str]:
+    """Every system and baseline cut at each image's gt segments + 1 of ``level`` masks, ARI
+    averaged over the k range, the patch-grid ceilings and the edge AUC probe (the section
+    ``gt_granularity`` of each system's group evaluation; baselines from the first system's)."""
+    first = next(iter(systems))
+    sections = {name: _granularity(result) for name, result in systems.items()}
+    found = next((sec for sec in sections.values() if sec is not None), None)
+    if found is None:
+        return []
+    low, high = found["k_range"]
+    rows = [f"| method ({level} masks, k = gt segments + 1) | mIoU | ARI | FG-ARI | BR@2px | #seg | ARI over k={low}..{high} |",
+            "|---|---|---|---|---|---|---|"]
+    for name, sec in sections.items():
+        if sec is None:
+            continue
+        k_free = {r["method"]: r["mean_ari"] for r in sec["ari_over_k"] if r["gt_level"] == level}
+        for row in sec["rows"]:
+            if row["gt_level"] != level:
+                continue
+            model_row = row["method"].startswith("model")
+            if not model_row and name != first:
+                continue
+            label = f"{name}: {row['method'].removeprefix('model ')}" if model_row else row["method"]
+            rows.append(f"| {label} | {_value(row['miou'])} | {_value(row['ari'])} | {_value(row['fg_ari'])} | "
+                        f"{_value(row['boundary_recall'])} | {_value(row['n_segments'], 1)} | "
+                        f"{_value(k_free.get(row['method']))} |")
+    for row in found["ceiling"]:
+        if row["gt_level"] == level:
+            rows.append(f"| ceiling: majority label per patch, {row['grid'][0]}x{row['grid'][1]} grid "
+                        f"({row['patch_px']:g} px) | {_value(row['miou'])} | {_value(row['ari'])} | "
+                        f"{_value(row['fg_ari'])} | {_value(row['boundary_recall'])} | | |")
+    probes = [f"{name}'s links {_value(r['auc'])}" for name, sec in sections.items() if sec is not None
+              for r in sec["edge_auc"] if r["gt_level"] == level and r["method"] == LINKS]
+    colour = next((r for r in found["edge_auc"] if r["gt_level"] == level and r["method"] == COLOUR), None)
+    if probes or colour is not None:
+        rows += ["", f"Edge AUC (same-{level} neighbour patches against boundary pairs): "
+                 + ", ".join(probes + ([f"no-learning colour mean+std distance {_value(colour['auc'])} "
+                                        f"({colour['n_same']} same, {colour['n_boundary']} boundary pairs)"]
+                                       if colour is not None else [])) + "."]
+    return rows
+
+
 def retrieval_table(retrieval: Mapping[str, Mapping[str, Any]]) -> list[str]:
     rows = ["| system | I->T R@1 | R@5 | R@10 | T->I R@1 | R@5 | R@10 | Rsum | chance I->T R@1 | zero-shot top-1 |",
             "|---|---|---|---|---|---|---|---|---|---|"]
@@ -137,6 +188,47 @@ def tree_findings(systems: Mapping[str, SystemEvaluation]) -> list[str]:
         out.append(f"**Text, {a} against {b}.** With the same parser, {a} is {_side(fa - fb)} {b} "
                    f"({fa:.1f} against {fb:.1f} sentence F1); {b}'s links are read from its attention maps.")
     return out
+
+
+def granularity_findings(systems: Mapping[str, SystemEvaluation], level: str = "object") -> list[str]:
+    """Single-linkage ARI at the gt k of each system against the strongest baseline, the grid
+    ceiling and the edge probe (from the ``gt_granularity`` sections)."""
+    sections = {n: sec for n, s in systems.items() if (sec := _granularity(s)) is not None}
+    if not sections:
+        return []
+    first = next(iter(sections.values()))
+
+    def linkage(sec: dict[str, Any]) -> dict[str, Any] | None:
+        return next((r for r in sec["rows"] if r["gt_level"] == level and r["method"] == SINGLE_LINKAGE
+                     and r["ari"] is not None), None)
+
+    models = {n: r for n, sec in sections.items() if (r := linkage(sec)) is not None}
+    if not models:
+        return []
+    baselines = [r for r in first["rows"] if r["gt_level"] == level and not r["method"].startswith("model")
+                 and r["ari"] is not None]
+    parts = [f"{n} {r['ari']:.3f}" for n, r in models.items()]
+    text = (f"**Images at the gt granularity.** Cut by single linkage into each image's {level} segments + 1, "
+            f"{level} ARI is " + ", ".join(parts))
+    if baselines:
+        top = max(baselines, key=lambda r: r["ari"])
+        name, best = next(iter(models.items()))
+        text += (f"; the strongest baseline at the same k is {top['method']} ({top['ari']:.3f}), "
+                 f"{_side(best['ari'] - top['ari'], digits=3, zero=0.0005)} it for {name}")
+    ceiling = next((r for r in first["ceiling"] if r["gt_level"] == level and r["ari"] is not None), None)
+    if ceiling is not None:
+        text += (f". Giving each {ceiling['patch_px']:g}-px patch its majority label scores ARI "
+                 f"{ceiling['ari']:.3f}, what the model's grid allows")
+    probes = [f"{n} {r['auc']:.3f}" for n, sec in sections.items() for r in sec["edge_auc"]
+              if r["gt_level"] == level and r["method"] == LINKS and r["auc"] is not None]
+    colour = next((r for r in first["edge_auc"] if r["gt_level"] == level and r["method"] == COLOUR
+                   and r["auc"] is not None), None)
+    if probes:
+        text += (". Edge AUC (links separating same-object neighbour patches from boundary pairs): "
+                 + ", ".join(probes)
+                 + (f", against {colour['auc']:.3f} for the no-learning colour mean+std distance"
+                    if colour is not None else ""))
+    return [text + "."]
 
 
 def group_findings(systems: Mapping[str, SystemEvaluation], level: str = "object") -> list[str]:
@@ -232,7 +324,8 @@ def demo_report(systems: Mapping[str, SystemEvaluation], retrieval: Mapping[str,
     first = next(iter(systems.values()))
     n_images = first.groups.n_records if first.groups is not None else len(first.predictions)
     n_captions = sum(1 for _ in first.predictions.captions())
-    findings = tree_findings(systems) + group_findings(systems) + retrieval_findings(retrieval)
+    findings = (tree_findings(systems) + group_findings(systems) + granularity_findings(systems)
+                + retrieval_findings(retrieval))
     lines = ["# hiclip demo report", "",
              f"Synthetic shapes test split ({n_images} images, {n_captions} captions), {seconds:.0f} s. "
              "Checkpoints: " + ", ".join(f"{m} = `{p}`" for m, p in checkpoints.items()) + ".", "",
@@ -246,7 +339,20 @@ def demo_report(systems: Mapping[str, SystemEvaluation], retrieval: Mapping[str,
         if any(s.groups is not None and level in s.groups.gt_levels for s in systems.values()):
             lines += [*group_table(systems, level), ""]
     lines += [f"Segmentation baselines are run per image at the number of segments {next(iter(systems))} "
-              "predicted at its best layer, so they have no layer of their own.", "",
+              "predicted at its best layer, so they have no layer of their own.", ""]
+    if any(_granularity(s) is not None for s in systems.values()):
+        lines += ["## Image groups at the ground truth's granularity", "",
+                  "Every method cut into each image's number of gt segments + 1 (the background): the "
+                  "models by single linkage over their links summed across layers, and by the layer whose "
+                  "number of groups is nearest; every baseline at the same k. ARI over k is the k-free "
+                  "hierarchy score (ARI averaged over the k range; a dash: not run over the range). "
+                  "The ceiling is what any partition on that patch grid can reach.", ""]
+        for level in GT_LEVELS:
+            table = granularity_table(systems, level)
+            if table:
+                lines += [*table, ""]
+    lines += [
+              "## Retrieval (several captions per image)", "",
               "## Retrieval (several captions per image)", "", *retrieval_table(retrieval), ""]
     if figures is not None:
         lines += ["## Figures", "",

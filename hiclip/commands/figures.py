@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
         figures.choose_samples(samples, args.samples)  # unknown ids fail before any work
     golds, gold_text = gold_trees(args.data, args.split)
     truth = ground_truth(samples) if any(s.masks for s in samples) else None
+    # the figures draw the per-layer scores; the gt-granularity section is the report's and score groups'
     options = EvaluationOptions(split=args.split, groups=GroupEvalOptions(level="all", baseline_level="best",
-                                                                          baselines=()))
+                                                                          baselines=(), granularity=False))
     induce_options = InduceOptions(groups=GroupOptions(tau=args.image_tau))
 
     systems = []

@@ -15,7 +15,10 @@ best-match mIoU over images (ties: the lower level); the snapped variant
 (``--baselines``) run per image at the number of segments the model predicted for that image
 at that level (at the best level with ``--level best``; at every level with ``--level all``).
 Every sample with masks must have a prediction (``--allow-missing`` scores a part and prints the
-coverage). The work is ``induction.group_evaluation``; this module only parses arguments.
+coverage). Then, unless ``--no-granularity``, every method is scored at each gt level's own
+granularity (``induction.granularity``: cut at the gt segments + 1, ARI averaged over
+``--k-range``, the patch-grid ceiling, the edge AUC probe). The work is
+``induction.group_evaluation``; this module only parses arguments.
 """
 from __future__ import annotations
 
@@ -55,6 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-missing", action="store_true",
                         help="score a prediction file that covers only part of the samples with masks "
                              "(the coverage is printed); by default that is an error")
+    parser.add_argument("--no-granularity", action="store_true",
+                        help="leave out the scores at the gt granularity (every method cut at each "
+                             "gt level's segments + 1; ARI over a k range; grid ceiling; edge AUC)")
+    parser.add_argument("--k-range", nargs=2, type=int, default=(2, 16), metavar=("KMIN", "KMAX"),
+                        help="ks of the k-free hierarchy score, ARI averaged over them (default 2 16)")
+    parser.add_argument("--k-range-baselines", default=None,
+                        help="comma-separated baselines also run over the whole k range (default: "
+                             "all of --baselines; each k is one more segmentation per image); "
+                             "'none' for none: the others are scored at the gt ks only")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -65,7 +77,10 @@ def options_from_args(args: argparse.Namespace):
                             baselines=parse_baselines(args.baselines), baseline_size=args.baseline_size,
                             snap_superpixels=args.snap_superpixels, superpixels=args.superpixels,
                             compactness=args.compactness, tau=args.tau, quantile=args.quantile,
-                            allow_missing=args.allow_missing)
+                            allow_missing=args.allow_missing, granularity=not args.no_granularity,
+                            k_range=tuple(args.k_range),
+                            k_range_baselines=(None if args.k_range_baselines is None
+                                               else parse_baselines(args.k_range_baselines)))
 
 
 def run(args: argparse.Namespace) -> int:

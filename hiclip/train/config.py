@@ -65,6 +65,14 @@ class LossConfig:
     # Hard-negative captions from the dataset appended as extra image->text candidates.
     hard_negatives: bool = False
     negatives_per_sample: int = 1
+    # Masked image modelling (SimMIM, method.md 4): a second vision forward on the image with
+    # this fraction of patches replaced by a learned mask token; a linear head predicts the masked
+    # patches' pixels (L1) from the patch states after block mim_layer (null: the last). The CLIP
+    # terms keep seeing the unmasked image. mim_norm_pix: per-patch normalised targets (MAE).
+    mim_weight: float = 0.0
+    mim_mask_ratio: float = 0.6
+    mim_layer: int | None = None
+    mim_norm_pix: bool = False
     # Nearest-neighbour supervision: queue of past text features (global batch rows).
     queue_size: int = 1024
     # SimSiam heads on the image embedding.
@@ -169,11 +177,15 @@ class TrainConfig:
         if self.max_nonfinite < 1:
             raise HiCLIPError(f"max_nonfinite must be >= 1, got {self.max_nonfinite}")
         loss = self.loss
-        for name in ("clip_weight", "simsiam_weight", "mlm_weight", "nn_weight"):
+        for name in ("clip_weight", "simsiam_weight", "mlm_weight", "nn_weight", "mim_weight"):
             if getattr(loss, name) < 0:
                 raise HiCLIPError(f"loss.{name} must be >= 0, got {getattr(loss, name)}")
         if not 0.0 < loss.mlm_probability < 1.0:
             raise HiCLIPError(f"loss.mlm_probability must be in (0, 1), got {loss.mlm_probability}")
+        if not 0.0 < loss.mim_mask_ratio < 1.0:
+            raise HiCLIPError(f"loss.mim_mask_ratio must be in (0, 1), got {loss.mim_mask_ratio}")
+        if loss.mim_weight > 0 and self.mode != "clip":
+            raise HiCLIPError("loss.mim_weight > 0 needs mode 'clip' (images)")
         if loss.text_view not in ("mask", "caption"):
             raise HiCLIPError(f"loss.text_view must be 'mask' or 'caption', got {loss.text_view!r}")
         if loss.negatives_per_sample < 1:
@@ -183,7 +195,8 @@ class TrainConfig:
         if loss.mlm_warmup_steps > 0 and (self.mode != "clip" or loss.mlm_weight <= 0):
             raise HiCLIPError("loss.mlm_warmup_steps needs mode 'clip' and loss.mlm_weight > 0")
         if self.mode == "clip":
-            if self.loss.clip_weight + loss.simsiam_weight + loss.mlm_weight + loss.nn_weight <= 0:
+            if (self.loss.clip_weight + loss.simsiam_weight + loss.mlm_weight + loss.nn_weight
+                    + loss.mim_weight) <= 0:
                 raise HiCLIPError("all loss weights are 0: nothing to train")
             if loss.simsiam_weight > 0 and self.image_views < 2:
                 raise HiCLIPError("loss.simsiam_weight > 0 needs image_views >= 2")

@@ -518,7 +518,7 @@ def _all_finite(loss: torch.Tensor, env: DistEnv) -> bool:
 
 def _clip(objective: Objective, max_norm: float, per_tower: bool = False) -> float:
     """Clip gradients to ``max_norm`` (0: no clipping); return the global norm before clipping.
-    ``per_tower`` clips the text tower, the vision tower with the SimSiam heads, and the rest (the
+    ``per_tower`` clips the text tower, the vision tower with the SimSiam and MIM heads, and the rest (the
     temperature) each on its own."""
     groups: dict[str, list[torch.Tensor]] = {}
     for name, p in objective.named_parameters():
@@ -527,7 +527,7 @@ def _clip(objective: Objective, max_norm: float, per_tower: bool = False) -> flo
         key = "all"
         if per_tower:
             key = ("text" if name.startswith("model.text.") else
-                   "vision" if name.startswith(("model.vision.", "simsiam.")) else "other")
+                   "vision" if name.startswith(("model.vision.", "simsiam.", "mim.")) else "other")
         groups.setdefault(key, []).append(p)
     if not groups:
         return 0.0

@@ -1,5 +1,6 @@
 """Training objectives (method.md 4): CLIP InfoNCE over the global batch, multi-view CLIP,
-SimSiam, masked language modelling and nearest-neighbour supervision from a feature queue.
+SimSiam, masked language modelling, masked image modelling (SimMIM) and nearest-neighbour
+supervision from a feature queue.
 
 Every contrastive term follows the same distributed rule: features are all-gathered with
 gradient, each rank computes its *local* rows against the *global* batch, and the per-rank loss is
@@ -181,6 +182,68 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     picked = logits[chosen].float()  # (M, V): only masked rows go through the softmax
     total = F.cross_entropy(picked, labels[chosen], reduction="sum")
     return total * world_size() / count
+
+
+def mask_patches(seeds: torch.Tensor, n_patches: int, ratio: float,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, n_patches) bool: for each sample, ``round(ratio * n_patches)`` patches chosen uniformly
+    (at least one, at most all but one), from that sample's seed alone, like :func:`mask_tokens`."""
+    count = min(max(1, round(ratio * n_patches)), n_patches - 1)
+    mask = torch.zeros(len(seeds), n_patches, dtype=torch.bool)
+    for row, seed in enumerate(seeds.tolist()):
+        # offset the seed so the patch draw is not the MLM draw of the same sample
+        generator = torch.Generator().manual_seed((int(seed) + 0x5EED) & 0x7FFF_FFFF_FFFF_FFFF)
+        mask[row, torch.randperm(n_patches, generator=generator)[:count]] = True
+    return mask.to(device)
+
+
+def patchify(images: torch.Tensor, patch: int, normalize: bool = False,
+             eps: float = 1e-6) -> torch.Tensor:
+    """(B, 3, S, S) -> (B, (S/patch)^2, patch*patch*3) in the ViT's row-major patch order.
+    ``normalize``: each patch's pixels minus their mean over its own pixels, over their std (MAE's
+    normalised-pixel target); otherwise the input pixels (already normalised by the transform, as
+    SimMIM predicts them)."""
+    b, c, size, _ = images.shape
+    grid = size // patch
+    x = images.reshape(b, c, grid, patch, grid, patch).permute(0, 2, 4, 3, 5, 1)
+    x = x.reshape(b, grid * grid, patch * patch * c)
+    if normalize:
+        mean = x.mean(-1, keepdim=True)
+        var = x.var(-1, keepdim=True, unbiased=False)
+        x = (x - mean) / (var + eps).sqrt()
+    return x
+
+
+class MaskedImageHead(nn.Module):
+    """SimMIM's parts outside the encoder: the learned mask token that replaces a masked patch's
+    embedding, and a light decoder (LayerNorm + one linear map) from a patch state to its pixels.
+
+    Training-only: saved in the training state, not in the exported model, so checkpoints and the
+    HiCLIP/twin weight sharing are unchanged by the objective.
+    """
+
+    def __init__(self, width: int, patch: int) -> None:
+        super().__init__()
+        self.mask_token = nn.Parameter(torch.zeros(width))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.norm = nn.LayerNorm(width)
+        self.decoder = nn.Linear(width, patch * patch * 3)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., width) patch states -> (..., patch*patch*3) predicted pixels."""
+        return self.decoder(self.norm(states))
+
+
+def mim_loss(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 between predicted and target pixels of the masked patches only (SimMIM), averaged over
+    the *global* number of masked pixel values (times world size, as :func:`mlm_loss`).
+
+    predicted, target: (B, N, P); mask: (B, N) bool."""
+    count = all_reduce_sum(mask.sum().to(torch.float32)) * predicted.shape[-1]
+    if count.item() == 0:
+        return predicted.sum() * 0.0
+    error = (predicted[mask].float() - target[mask].float()).abs().sum()
+    return error * world_size() / count
 
 
 class FeatureQueue(nn.Module):

@@ -5,7 +5,7 @@ weighted loss terms of method.md 4.
 Batch layout (B = local micro-batch): ``images`` a list of V views (B, 3, S, S); ``text`` the
 tokenised captions; ``text2`` another caption of the same samples (multi-view ``caption`` mode);
 ``negatives`` (B * K) tokenised hard-negative captions with ``negative_valid`` (B * K,) bool;
-``seeds`` (B,) per-sample seeds for MLM masking.
+``seeds`` (B,) per-sample seeds for MLM and MIM masking.
 """
 from __future__ import annotations
 
@@ -15,18 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hiclip.errors import HiCLIPError
 from hiclip.model import HiCLIP
 from hiclip.tokenizer import SPECIAL_TOKENS, TextBatch
 from hiclip.train.config import LossConfig
 from hiclip.train.distributed import all_gather_no_grad
 from hiclip.train.losses import (
     FeatureQueue,
+    MaskedImageHead,
     SimSiamHead,
     clip_loss,
+    mask_patches,
     mask_tokens,
+    mim_loss,
     mlm_loss,
     multiview_clip_loss,
     nearest_neighbour_loss,
+    patchify,
 )
 
 FIRST_REGULAR_ID = len(SPECIAL_TOKENS)
@@ -71,6 +76,13 @@ class Objective(nn.Module):
                         if mode == "clip" and loss.simsiam_weight > 0 else None)
         self.queue = (FeatureQueue(loss.queue_size, embed)
                       if mode == "clip" and loss.nn_weight > 0 else None)
+        vision = model.config.vision
+        self.mim = (MaskedImageHead(vision.width, vision.patch_size)
+                    if mode == "clip" and loss.mim_weight > 0 and vision is not None else None)
+        if self.mim is not None and loss.mim_layer is not None and not (
+                -vision.layers <= loss.mim_layer < vision.layers):
+            raise HiCLIPError(f"loss.mim_layer {loss.mim_layer} is outside the vision tower's "
+                              f"{vision.layers} layers")
 
     def heads_state(self) -> dict[str, dict[str, torch.Tensor]]:
         """State of the parts that are not exported with the model."""
@@ -79,6 +91,8 @@ class Objective(nn.Module):
             state["simsiam"] = self.simsiam.state_dict()
         if self.queue is not None:
             state["queue"] = self.queue.state_dict()
+        if self.mim is not None:
+            state["mim"] = self.mim.state_dict()
         return state
 
     def load_heads_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -86,6 +100,8 @@ class Objective(nn.Module):
             self.simsiam.load_state_dict(state["simsiam"])
         if self.queue is not None:
             self.queue.load_state_dict(state["queue"])
+        if self.mim is not None:
+            self.mim.load_state_dict(state["mim"])
 
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale.exp().clamp(max=self.model.config.max_logit_scale)
@@ -98,6 +114,17 @@ class Objective(nn.Module):
         chosen = labels != -100
         logits = self.model.text.mlm_logits(states[chosen])  # (M, V): masked tokens only
         return mlm_loss(logits, labels[chosen])
+
+    def _mim(self, images: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """SimMIM on one view: mask patches, encode, predict the masked patches' pixels."""
+        assert self.mim is not None
+        vision = self.model.vision
+        assert vision is not None
+        patch = vision.config.patch_size
+        mask = mask_patches(seeds, vision.config.grid ** 2, self.loss.mim_mask_ratio, images.device)
+        states = vision.forward_patches(images, mask, self.mim.mask_token, self.loss.mim_layer)
+        target = patchify(images, patch, self.loss.mim_norm_pix)
+        return mim_loss(self.mim(states), target, mask)
 
     def _encode_text(self, text: TextBatch) -> torch.Tensor:
         return self.model.encode_text(text.input_ids, text.attention_mask, normalize=True,
@@ -142,12 +169,15 @@ class Objective(nn.Module):
                 terms["clip"] = clip_loss(image_views[0], text_features, scale, negatives, valid)
         if self.simsiam is not None:
             terms["simsiam"] = self.simsiam(raw_views[0], raw_views[1])
+        if self.mim is not None:
+            # a separate forward: CLIP keeps the unmasked image it is evaluated on
+            terms["mim"] = self._mim(batch.images[0], batch.seeds)
         gathered = None
         if self.queue is not None:
             terms["nn"] = torch.stack([nearest_neighbour_loss(v, text_features, self.queue, scale)
                                        for v in image_views]).mean()
             gathered = all_gather_no_grad(text_features)
         weights = {"clip": cfg.clip_weight, "simsiam": cfg.simsiam_weight,
-                   "mlm": cfg.mlm_weight, "nn": cfg.nn_weight}
+                   "mlm": cfg.mlm_weight, "nn": cfg.nn_weight, "mim": cfg.mim_weight}
         total = sum(weights[name] * value for name, value in terms.items())
         return total, {k: v.detach() for k, v in terms.items()}, gathered
