@@ -1,4 +1,5 @@
-"""Shared by the fault tests: the small shapes dataset and the tiny training recipe they run."""
+"""Shared by the fault and training tests: the small shapes dataset, the tiny training recipe they
+run, and a training stopped at a given step."""
 from __future__ import annotations
 
 import json
@@ -24,3 +25,21 @@ def tiny_recipe(data: Path, *extra: str):
         f"data={data}", f"model_overrides={json.dumps(SHAPES_32)}", "batch_size=8", "epochs=1",
         "log_every=1", "progress=false", "optim.warmup_steps=2", "image_views=1",
         "loss.simsiam_weight=0", "val_split=null", *extra])
+
+
+class Interrupt(Exception):
+    """Raised by :func:`train_until`'s hook: the run stops as a killed one would, mid-run."""
+
+
+def train_until(config, out: Path, step: int) -> None:
+    """Run ``hiclip.train.loop.train`` and stop it once ``step`` is logged."""
+    import pytest
+
+    from hiclip.train.loop import TrainHooks, train
+
+    def stop(at: int, record: dict) -> None:
+        if at == step:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config, out, hooks=TrainHooks(on_step=stop))

@@ -11,6 +11,7 @@ from hiclip.tokenizer import HiCLIPTokenizer
 from hiclip.train.config import LossConfig, load_config
 from hiclip.train.losses import MaskedImageHead, mask_patches, mim_loss, patchify
 from hiclip.train.objectives import Objective, TrainBatch
+from fault_helpers import train_until
 from model_sizes import TWO_LAYER
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -140,7 +141,7 @@ def test_training_with_mim_logs_the_term_and_resumes_exactly(shapes, tmp_path) -
 
     from safetensors.torch import load_file
 
-    from hiclip.train.loop import TrainHooks, train
+    from hiclip.train.loop import train
     from model_sizes import SHAPES_32
 
     def config():
@@ -153,15 +154,7 @@ def test_training_with_mim_logs_the_term_and_resumes_exactly(shapes, tmp_path) -
     logged = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss_mim"] > 0 for r in logged if "loss" in r)
 
-    class Interrupt(Exception):
-        pass
-
-    def stop_at_3(step: int, record: dict) -> None:
-        if step == 3:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(config(), tmp_path / "cut", hooks=TrainHooks(on_step=stop_at_3))
+    train_until(config(), tmp_path / "cut", 3)
     resumed = train(config(), tmp_path / "cut", resume="latest")
     expected = load_file(str(reference.final / "model.safetensors"))
     got = load_file(str(resumed.final / "model.safetensors"))
