@@ -151,7 +151,7 @@ def class_embeddings(model: Any, tokenizer: Any, names: Sequence[str], templates
     if not templates:
         raise HiCLIPError("zero-shot needs at least one prompt template")
     prompts = [t.format(name) for name in names for t in templates]
-    over = tokenizer.over_limit(prompts, model.config.text.max_tokens) if model.config.text.max_tokens else []
+    over = tokenizer.over_limit(prompts, model.config.text.max_tokens)
     if over:
         i, n = over[0]
         raise HiCLIPError(f"zero-shot prompt {prompts[i]!r} (template {templates[i % len(templates)]!r}): {n} tokens "
@@ -193,7 +193,7 @@ def evaluate_retrieval(model: Any, tokenizer: Any, data: EvalSet,
     if not texts:
         raise HiCLIPError(f"{data.name}: no captions to retrieve")
     limit = model.config.text.max_tokens
-    over = tokenizer.over_limit(texts, limit) if limit is not None else []
+    over = tokenizer.over_limit(texts, limit)
     if over:  # refused whole: a caption cut would change the retrieval protocol
         i, n = over[0]
         owner = owners[i]

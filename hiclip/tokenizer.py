@@ -422,17 +422,17 @@ class HiCLIPTokenizer:
             kept_words.append([w.lower() for w in words[:n]])
         return self._batch(rows, kept_words, context, pad_to_context, counts)
 
-    def over_limit(self, texts: Sequence[str | Sequence[str]], context_length: int | None = None,
+    def over_limit(self, texts: Sequence[str | Sequence[str]], context_length: int | None,
                    batch_size: int = 1024) -> list[tuple[int, int]]:
         """``(index, n_tokens)`` of the texts with more tokens (SOT and EOT included) than
-        ``context_length`` (default ``self.context_length``); none when there is no limit."""
-        context = context_length if context_length is not None else self.context_length
-        if context is None:
+        ``context_length``, a model's limit (``config.text.max_tokens``); none when it is ``None``
+        (no limit: sinusoidal or no positions)."""
+        if context_length is None:
             return []
         out = []
         for start in range(0, len(texts), batch_size):
-            batch = self(list(texts[start:start + batch_size]), context_length=context, overflow="truncate")
-            out.extend((start + i, n) for i, n in enumerate(batch.n_tokens) if n > context)
+            batch = self(list(texts[start:start + batch_size]), context_length=context_length, overflow="truncate")
+            out.extend((start + i, n) for i, n in enumerate(batch.n_tokens) if n > context_length)
         return out
 
     def _encode_raw(self, texts: Sequence[str | Sequence[str]], word_lists: list[list[str]],

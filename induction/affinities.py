@@ -52,10 +52,8 @@ class SentenceLinks:
 def over_limit(model, tokenizer, sentences: Sequence[Sequence[str] | str]) -> list[tuple[int, int]]:
     """``(index, n_tokens)`` of the sentences longer than the model takes (its learned
     positions' context length, SOT and EOT included); empty for a model without a limit."""
-    limit = model.config.text.max_tokens
-    if limit is None:
-        return []
-    return tokenizer.over_limit([s.split() if isinstance(s, str) else list(s) for s in sentences], limit)
+    return tokenizer.over_limit([s.split() if isinstance(s, str) else list(s) for s in sentences],
+                                model.config.text.max_tokens)
 
 
 @torch.no_grad()

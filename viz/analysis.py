@@ -163,8 +163,7 @@ def analyse_text(model, tokenizer, caption: str, words: str = "whitespace") -> T
 
 def fitting_captions(model, tokenizer, captions: Sequence[str]) -> tuple[list[str], int]:
     """The captions a model can read whole, and how many were left out as over its limit."""
-    over = {i for i, _ in tokenizer.over_limit(list(captions), model.config.text.max_tokens)} \
-        if model.config.text.max_tokens is not None else set()
+    over = {i for i, _ in tokenizer.over_limit(list(captions), model.config.text.max_tokens)}
     return [c for i, c in enumerate(captions) if i not in over], len(over)
 
 

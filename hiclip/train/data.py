@@ -281,7 +281,7 @@ def _too_long(where: str, n_tokens: int, context: int) -> HiCLIPError:
 
 def _check_corpus_lengths(tokenizer: HiCLIPTokenizer, lines: list[tuple[int, str]], context: int | None,
                           path: Path, on_error: str, notes: list[str]) -> list[tuple[int, str]]:
-    over = dict(tokenizer.over_limit([line for _, line in lines], context)) if context is not None else {}
+    over = dict(tokenizer.over_limit([line for _, line in lines], context))
     if not over:
         return lines
     if on_error != "skip":
@@ -299,7 +299,7 @@ def _check_caption_lengths(tokenizer: HiCLIPTokenizer, samples: list[Any], conte
     owners = [(k, c) for k, s in enumerate(samples) for c in range(len(s.captions))]
     owners += [(k, -1 - j) for k, s in enumerate(samples) for j in range(len(s.negatives or []))]
     texts = [samples[k].captions[c] if c >= 0 else samples[k].negatives[-1 - c] for k, c in owners]
-    over = tokenizer.over_limit(texts, context) if context is not None else []
+    over = tokenizer.over_limit(texts, context)
     if not over:
         return samples
     drop: dict[int, set[int]] = {}
