@@ -45,7 +45,7 @@ from scipy.stats import rankdata
 
 from hiclip.errors import HiCLIPError
 from induction.group_metrics import GroupScores, adjusted_rand_index, mean_scores, score_segmentation
-from induction.image_groups import _grid_edges, single_linkage, snap_to_superpixels, upsample_labels
+from induction.image_groups import grid_edges, single_linkage, snap_to_superpixels, upsample_labels
 from induction.predictions import PredictionRecord
 from induction.segment_baselines import baseline_segments
 
@@ -236,7 +236,7 @@ def colour_affinity(image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     mean = total / np.maximum(count, 1)
     std = np.sqrt(np.maximum(square / np.maximum(count, 1) - mean ** 2, 0.0))
     features = np.concatenate([mean, std], 1)
-    src, dst = _grid_edges(*grid)
+    src, dst = grid_edges(*grid)
     return -np.linalg.norm(features[src] - features[dst], axis=1)
 
 
@@ -319,7 +319,7 @@ def _score_image(item: ScoredImage, options: GranularityOptions, acc: _Accumulat
         for g, mask in item.masks.items():
             acc.ceiling.setdefault((g, oracle_grid), []).append(
                 score_segmentation(grid_ceiling(mask, oracle_grid), mask))
-    src, dst = _grid_edges(*grid)
+    src, dst = grid_edges(*grid)
     affinities: dict[str, np.ndarray] = {COLOUR: colour}
     if record.has_links:
         affinities[LINKS] = np.concatenate([record.h_links.sum(0).ravel(), record.v_links.sum(0).ravel()])

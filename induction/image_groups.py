@@ -34,6 +34,7 @@ from induction.thresholds import layer_thresholds as per_layer_thresholds
 
 __all__ = [
     "Dendrogram",
+    "grid_edges",
     "groups_at_threshold",
     "layer_groups",
     "layer_thresholds",
@@ -97,7 +98,7 @@ def _check_links(h_links: np.ndarray, v_links: np.ndarray, layered: bool) -> tup
     return grid_h, grid_w
 
 
-def _grid_edges(grid_h: int, grid_w: int) -> tuple[np.ndarray, np.ndarray]:
+def grid_edges(grid_h: int, grid_w: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat patch indices of the endpoints of every grid edge, horizontal edges first.
 
     Returns ``(src, dst)``, each of length ``H*(W-1) + (H-1)*W``, in the order of
@@ -207,11 +208,11 @@ def layer_groups(
     thresholds = layer_thresholds(h_links, v_links, tau, quantile)
     links = np.concatenate(
         [h_links.reshape(n_layers, -1), v_links.reshape(n_layers, -1)], axis=1
-    )  # (L, E) in _grid_edges order
+    )  # (L, E) in grid_edges order
     joined = links >= thresholds[:, None]
     if nested:
         joined = np.logical_or.accumulate(joined, axis=0)
-    src, dst = _grid_edges(grid_h, grid_w)
+    src, dst = grid_edges(grid_h, grid_w)
     # One graph holding every layer, layer l's patches offset by l * N: one components call.
     layer_idx, edge_idx = np.nonzero(joined)
     offset = layer_idx * n_patches
@@ -469,7 +470,7 @@ def single_linkage(
         raise HiCLIPError(f"need one weight per layer ({n_layers}); got shape {w.shape}")
     score = np.tensordot(w, np.concatenate(
         [h_links.reshape(n_layers, -1), v_links.reshape(n_layers, -1)], axis=1), axes=1)
-    src, dst = _grid_edges(grid_h, grid_w)
+    src, dst = grid_edges(grid_h, grid_w)
     order = np.argsort(-score, kind="stable")
     parent = np.arange(grid_h * grid_w)
 
