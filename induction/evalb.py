@@ -56,7 +56,7 @@ import numpy as np
 
 from hiclip.data.trees import UNLABELED, TreeRecord, first_difference
 from hiclip.errors import HiCLIPError, SkipReport, located
-from induction.tree_scoring import GoldSentence, align_prediction, baseline_spans
+from induction.tree_scoring import GoldSentence, align_prediction, baseline_spans, f1_score
 
 Bracket = tuple[int, int, str]
 
@@ -292,8 +292,7 @@ class EvalbSummary:
         p, r = self.precision, self.recall
         if p is None and r is None:
             return None
-        p, r = p or 0.0, r or 0.0
-        return 2 * p * r / (p + r) if p + r > 0 else 0.0
+        return f1_score(p or 0.0, r or 0.0)
 
     @property
     def complete_match(self) -> float | None:

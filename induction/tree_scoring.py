@@ -91,8 +91,7 @@ def sentence_prf(n_pred: int, n_gold: int, n_match: int, empty_gold: str = "prpn
         recall = 1.0
         if n_pred == 0:
             precision = 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return precision, recall, f1
+    return precision, recall, f1_score(precision, recall)
 
 
 def score_sentence(pred: frozenset[Span] | set[Span], gold: frozenset[Span] | set[Span], length: int,
@@ -195,7 +194,8 @@ class ScoreReport:
         return out
 
 
-def _f1(p: float, r: float) -> float:
+def f1_score(p: float, r: float) -> float:
+    """The harmonic mean of precision and recall (fractions or percents alike); 0 when both are 0."""
     return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
 
@@ -208,7 +208,7 @@ def _micro(scores: Sequence[SentenceScore]) -> tuple[float | None, float | None,
         return None, None, None
     p = tp / n_pred if n_pred else 0.0
     r = tp / n_gold if n_gold else 0.0
-    return 100 * p, 100 * r, 100 * _f1(p, r)
+    return 100 * p, 100 * r, 100 * f1_score(p, r)
 
 
 def _mean(values: Sequence[float]) -> float:
