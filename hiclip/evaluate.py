@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from hiclip.errors import HiCLIPError
+from hiclip.tokenizer import over_model_limit
 
 RECALL_KS = (1, 5, 10)
 
@@ -154,8 +155,8 @@ def class_embeddings(model: Any, tokenizer: Any, names: Sequence[str], templates
     over = tokenizer.over_limit(prompts, model.config.text.max_tokens)
     if over:
         i, n = over[0]
-        raise HiCLIPError(f"zero-shot prompt {prompts[i]!r} (template {templates[i % len(templates)]!r}): {n} tokens "
-                          f"with SOT and EOT, over the model's limit of {model.config.text.max_tokens}")
+        raise over_model_limit(f"zero-shot prompt {prompts[i]!r} (template {templates[i % len(templates)]!r})",
+                               n, model.config.text.max_tokens)
     features = encode_texts(model, tokenizer, prompts, device).view(len(names), len(templates), -1)
     return torch.nn.functional.normalize(features.mean(dim=1), dim=-1)
 
@@ -199,9 +200,8 @@ def evaluate_retrieval(model: Any, tokenizer: Any, data: EvalSet,
         owner = owners[i]
         where = data.origins[owner] if data.origins else f"{data.name}: image {data.ids[owner]}"
         caption = data.captions[owner].index(texts[i])
-        raise HiCLIPError(f"{where}: caption {caption}: {n} tokens with SOT and EOT, over the model's limit of "
-                          f"{limit} (its learned positions' context length; {len(over)} caption(s) of "
-                          f"{data.name} are over it)")
+        raise over_model_limit(f"{where}: caption {caption}", n, limit,
+                               f"{len(over)} caption(s) of {data.name} are over it")
     text_features = encode_texts(model, tokenizer, texts, device)
     metrics = retrieval_metrics(data.image_features @ text_features.t(), owners)
     per_image = len(texts) / max(1, len(data.captions))

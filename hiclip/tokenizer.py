@@ -84,6 +84,13 @@ class TextTooLong(HiCLIPError):
         return HiCLIPError(f"{where}: {self.describe()}")
 
 
+def over_model_limit(where: str, n_tokens: int, limit: int, more: str = "") -> HiCLIPError:
+    """The one-line error for a text over a model's limit: ``WHERE: N tokens with SOT and EOT,
+    over the model's limit of L (its learned positions' context length[; MORE])``."""
+    return HiCLIPError(f"{where}: {n_tokens} tokens with SOT and EOT, over the model's limit of {limit} "
+                       f"(its learned positions' context length{'; ' + more if more else ''})")
+
+
 @dataclass
 class TextBatch:
     """A tokenised batch.

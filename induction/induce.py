@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from hiclip.errors import HiCLIPError, SkipReport
-from hiclip.tokenizer import split_words
+from hiclip.tokenizer import over_model_limit, split_words
 from induction import image_groups, text_trees
 from induction.affinities import SentenceLinks, image_links, over_limit, sentence_links
 from induction.predictions import (
@@ -180,9 +180,7 @@ def drop_over_limit(model, tokenizer, sentences: Sequence[Sequence[str]], where:
     over = dict(over_limit(model, tokenizer, sentences))
     limit = model.config.text.max_tokens
     for i, n in over.items():
-        report.handle(HiCLIPError(f"{where[i]}: {n} tokens with SOT and EOT, over the model's limit of "
-                                  f"{limit} (its learned positions' context length)"),
-                      "over the model's length limit")
+        report.handle(over_model_limit(where[i], n, limit), "over the model's length limit")
     return [i for i in range(len(sentences)) if i not in over]
 
 

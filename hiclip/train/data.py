@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hiclip.errors import HiCLIPError
-from hiclip.tokenizer import HiCLIPTokenizer
+from hiclip.tokenizer import HiCLIPTokenizer, over_model_limit
 from hiclip.train.config import TrainConfig
 from hiclip.train.data_order import PlanSampler, sample_seed, seeded_rng
 from hiclip.train.distributed import DistEnv
@@ -274,9 +274,8 @@ def read_corpus(path: str | Path) -> list[str]:
 
 
 def _too_long(where: str, n_tokens: int, context: int) -> HiCLIPError:
-    return HiCLIPError(f"{where}: {n_tokens} tokens with SOT and EOT, over the model's limit of {context} "
-                       "(its learned positions' context length; set on_error=skip / --on-error skip to "
-                       "leave such text out, counted)")
+    return over_model_limit(where, n_tokens, context, "set on_error=skip / --on-error skip to leave such "
+                                                      "text out, counted")
 
 
 def _check_corpus_lengths(tokenizer: HiCLIPTokenizer, lines: list[tuple[int, str]], context: int | None,
