@@ -35,7 +35,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hiclip.attention import REFERENCE_SELF_VALUE, _constant_mask, _grid_neighbour_mask, _NeighbourAffinity
+from hiclip.attention import (
+    REFERENCE_SELF_VALUE,
+    _constant_mask,
+    _grid_neighbour_mask,
+    _key_bias,
+    _NeighbourAffinity,
+)
 from hiclip.config import COMBINE_RULES
 from hiclip.errors import HiCLIPError
 
@@ -433,7 +439,7 @@ def attention_bias(key_valid: Tensor | None, heads: int, dtype: torch.dtype) -> 
     if key_valid is None:
         return None
     mask = key_valid[:, None, None, :] if key_valid.dim() == 2 else key_valid[:, None]
-    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    bias = _key_bias(mask, dtype)
     B = key_valid.shape[0]
     return bias.expand(B, heads, *bias.shape[2:]).reshape(B * heads, *bias.shape[2:])
 
